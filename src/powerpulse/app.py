@@ -1,0 +1,147 @@
+"""The ASGI application: lifespan-managed state, the GraphQL endpoint and health check."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from strawberry.asgi import GraphQL
+from cross_web import HTTPException
+
+from . import __version__
+from .db import Database, create_engine, create_schema
+from .graphql.context import Context, Services
+from .graphql.schema import build_schema
+from .http import GraphQLRequestGuard, RequestIdMiddleware
+from .ingest.stream import require_fast_json_backend
+from .repositories.tenants import TenantRepository
+from .services.conversations import ConversationService
+from .services.ingest import IngestService
+from .settings import DEFAULT_TENANT_NAME, Settings
+
+logger = logging.getLogger("powerpulse")
+
+GRAPHQL_PATH = "/graphql"
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    database: Database
+    services: Services
+    default_tenant_id: int
+
+
+async def open_state(settings: Settings) -> AppState:
+    """Connect, prepare the schema and the default tenant, and build the services."""
+    require_fast_json_backend()
+    database = Database(create_engine(settings))
+    try:
+        await create_schema(database.engine)
+        async with database.write() as connection:
+            tenant_id = await TenantRepository(connection).ensure(DEFAULT_TENANT_NAME)
+    except BaseException:
+        await database.dispose()
+        raise
+    services = Services(
+        conversations=ConversationService(database, settings),
+        ingest=IngestService(database, settings),
+    )
+    return AppState(settings, database, services, tenant_id)
+
+
+class PowerPulseGraphQL(GraphQL[Context, None]):
+    """The GraphQL view; its context carries the request's tenant and the services."""
+
+    def __init__(self, state_source: Any, **kwargs: Any) -> None:
+        super().__init__(build_schema(), **kwargs)
+        self._state_source = state_source
+
+    async def get_context(self, request: Any, response: Any = None) -> Context:
+        state: AppState = self._state_source(request)
+        return Context(
+            request=request,
+            response=response,
+            services=state.services,
+            tenant_id=state.default_tenant_id,
+            request_id=request.scope.get("state", {}).get("request_id", ""),
+        )
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope=scope, receive=receive)
+        try:
+            response = await self.run(request)
+        except HTTPException as exc:
+            # The view's own refusals (bad JSON, wrong method) as coded JSON, not plain text.
+            response = JSONResponse(
+                {"errors": [{"message": exc.reason, "extensions": {"code": "BAD_REQUEST"}}]},
+                status_code=exc.status_code,
+            )
+        await response(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        state = await open_state(settings)
+        logger.info("PowerPulse %s on %s", __version__, settings.redacted_database_url())
+        try:
+            yield {"powerpulse": state}
+        finally:
+            await state.database.dispose()
+
+    def state_of(request: Any) -> AppState:
+        return request.state.powerpulse  # type: ignore[no-any-return]
+
+    graphql_app = PowerPulseGraphQL(
+        state_of,
+        graphql_ide="graphiql",
+        multipart_uploads_enabled=True,
+        allow_queries_via_get=True,
+    )
+
+    async def health(request: Request) -> Response:
+        state = state_of(request)
+        try:
+            await state.database.ping()
+        except Exception:
+            logger.exception("health check: database unreachable")
+            return JSONResponse(
+                {"status": "error", "database": "unreachable", "version": __version__},
+                status_code=503,
+            )
+        return JSONResponse(
+            {
+                "status": "ok",
+                "database": "ok",
+                "databaseEngine": state.database.engine.dialect.name,
+                "version": __version__,
+            }
+        )
+
+    return Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route(GRAPHQL_PATH, graphql_app, methods=["GET", "POST"]),
+        ],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(
+                GraphQLRequestGuard, path=GRAPHQL_PATH, max_body_bytes=settings.max_upload_bytes
+            ),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,196 @@
+"""The `powerpulse` command: serve the API, ingest exports, print the schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import PowerPulseError
+from .settings import Settings
+
+DEMO_EXPORT = "demo_export.json"
+
+
+def _load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise SystemExit(f"powerpulse: invalid configuration: {problems}") from None
+
+
+def _print_report(report: Any, console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="Upload report", show_header=False)
+    for label, value in (
+        ("conversations received", report.conversations_received),
+        ("messages received", report.messages_received),
+        ("messages stored", report.messages_stored),
+        ("duplicates skipped", report.duplicates_skipped),
+        ("autoresponses filtered", report.autoresponses_filtered),
+        ("invalid records", report.invalid_records),
+        ("conversations created", report.conversations_created),
+        ("conversations updated", report.conversations_updated),
+    ):
+        table.add_row(label, f"{value:,}")
+    console.print(table)
+    for error in report.errors[:20]:
+        where = f"chat {error.chat_id!r}" if error.chat_id else "chat ?"
+        if error.index is not None:
+            where += f" record {error.index}"
+        console.print(f"[yellow]skipped[/] {where}: {error.message}")
+    hidden = report.invalid_records - min(len(report.errors), 20)
+    if hidden > 0:
+        console.print(f"[yellow]… and {hidden:,} more invalid records[/]")
+
+
+async def _ingest_file(settings: Settings, path: Path, *, show_progress: bool) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from .app import open_state
+
+    console = Console(stderr=True)
+    state = await open_state(settings)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as stream, Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not show_progress,
+        ) as progress:
+            task = progress.add_task(f"ingesting {path.name}", total=size)
+
+            def advance(_report: Any) -> None:
+                progress.update(task, completed=stream.tell())
+
+            report = await state.services.ingest.ingest(
+                state.default_tenant_id, stream, progress=advance
+            )
+            progress.update(task, completed=size)
+    finally:
+        await state.database.dispose()
+    return report
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    settings = _load_settings()
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"powerpulse: no such file: {path}", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(_ingest_file(settings, path, show_progress=not args.quiet))
+    except PowerPulseError as exc:
+        print(f"powerpulse: {path} was not ingested: {exc.message}", file=sys.stderr)
+        return 1
+    _print_report(report, Console())
+    return 0
+
+
+def _demo_path() -> Path:
+    return Path(str(resources.files("powerpulse") / "data" / DEMO_EXPORT))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    settings = _load_settings()
+    if args.demo:
+        try:
+            report = asyncio.run(_ingest_file(settings, _demo_path(), show_progress=False))
+        except PowerPulseError as exc:
+            print(f"powerpulse: demo data could not be loaded: {exc.message}", file=sys.stderr)
+            return 1
+        logging.getLogger("powerpulse").info(
+            "demo data: %d messages stored, %d already present",
+            report.messages_stored,
+            report.duplicates_skipped,
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=args.proxy_headers,
+    )
+    return 0
+
+
+def cmd_export_schema(args: argparse.Namespace) -> int:
+    from .graphql.schema import build_schema
+
+    sys.stdout.write(build_schema().as_str() + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="powerpulse", description="Conversation analytics for customer-service chats."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the GraphQL API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--demo", action="store_true", help="load the bundled sample export before starting"
+    )
+    serve.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="trust X-Forwarded-* headers (behind a reverse proxy)",
+    )
+    serve.set_defaults(handler=cmd_serve)
+
+    ingest = commands.add_parser("ingest", help="ingest a grouped_chats JSON export")
+    ingest.add_argument("file")
+    ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    ingest.set_defaults(handler=cmd_ingest)
+
+    export = commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
+    export.set_defaults(handler=cmd_export_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

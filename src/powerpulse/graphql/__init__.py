@@ -1,0 +1,1 @@
+"""The GraphQL API: types, resolvers and the schema. Resolvers only translate and delegate."""

@@ -1,0 +1,37 @@
+"""What every resolver can reach during one request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from strawberry.dataloader import DataLoader
+
+from ..services.conversations import ConversationService
+from ..services.ingest import IngestService
+
+
+@dataclass
+class Services:
+    conversations: ConversationService
+    ingest: IngestService
+
+
+@dataclass
+class Context:
+    request: Any
+    response: Any
+    services: Services
+    tenant_id: int
+    request_id: str
+    agents_loader: DataLoader[int, list[str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        conversations = self.services.conversations
+        tenant_id = self.tenant_id
+
+        async def load_agents(keys: list[int]) -> list[list[str]]:
+            found = await conversations.agents(tenant_id, list(keys))
+            return [found.get(key, []) for key in keys]
+
+        self.agents_loader = DataLoader(load_fn=load_agents)

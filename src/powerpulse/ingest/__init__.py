@@ -1,0 +1,1 @@
+"""Reading grouped_chats exports: streaming parse, record normalisation, storage."""

@@ -1,0 +1,207 @@
+"""Turning one raw export record into a normalised message, or a reason it is invalid."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ..models import SenderKind
+
+MAX_CHAT_ID_LENGTH = 255
+MAX_IDENTIFIER_LENGTH = 255
+MAX_NAME_LENGTH = 320
+MAX_LABEL_LENGTH = 50
+EARLIEST_PLAUSIBLE = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_PLAUSIBLE = datetime(2100, 1, 1, tzinfo=UTC)
+# Epoch numbers above this are milliseconds (as seconds they would be past the year 5000).
+EPOCH_MILLISECONDS_THRESHOLD = 100_000_000_000
+
+_DIRECTIONS = {"to_company": True, "to_client": False}
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class InvalidRecord(ValueError):
+    """A record the export cannot be trusted for; it is skipped and reported."""
+
+
+@dataclass(slots=True)
+class NormalisedMessage:
+    chat_id: str
+    index: int
+    message_key: str
+    external_id: str | None
+    sender: SenderKind
+    content: str | None
+    sent_at: datetime
+    agent_username: str | None
+    agent_email: str | None
+    platform: str | None
+    message_type: str | None
+    via: str | None
+
+    @property
+    def agent(self) -> str | None:
+        """The identity an agent is counted under: username, else email."""
+        return self.agent_username or self.agent_email
+
+
+def clean_text(value: str) -> str:
+    """Make text storable in every database: no NUL bytes, no unpaired surrogates."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    if _LONE_SURROGATE.search(value):
+        value = _LONE_SURROGATE.sub("\ufffd", value)
+    return value
+
+
+def _optional_text(record: dict[str, Any], field: str, max_length: int | None) -> str | None:
+    value = record.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise InvalidRecord(f"{field} must be a string, not {type(value).__name__}")
+    text = clean_text(str(value)).strip()
+    if not text:
+        return None
+    if max_length is not None and len(text) > max_length:
+        raise InvalidRecord(f"{field} is longer than {max_length} characters")
+    return text
+
+
+def _label(record: dict[str, Any], field: str) -> str | None:
+    """Descriptive labels are kept short rather than failing the message over them."""
+    text = _optional_text(record, field, None)
+    return text[:MAX_LABEL_LENGTH].lower() if text else None
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """ISO 8601 (offset or Z; none means UTC) or epoch seconds/milliseconds, returned in UTC."""
+    if value is None:
+        raise InvalidRecord("SOCIAL_CREATE_TIME is missing")
+    if isinstance(value, bool):
+        raise InvalidRecord("SOCIAL_CREATE_TIME must be a string or a number")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+        if seconds != seconds or seconds in (float("inf"), float("-inf")):
+            raise InvalidRecord("SOCIAL_CREATE_TIME is not a finite number")
+        if abs(seconds) >= EPOCH_MILLISECONDS_THRESHOLD:
+            seconds /= 1000
+        try:
+            moment = datetime.fromtimestamp(seconds, tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise InvalidRecord(f"SOCIAL_CREATE_TIME {value!r} is out of range") from exc
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            raise InvalidRecord("SOCIAL_CREATE_TIME is empty")
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError as exc:
+            shown = text if len(text) <= 40 else text[:40] + "…"
+            raise InvalidRecord(f"SOCIAL_CREATE_TIME {shown!r} is not a valid timestamp") from exc
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    else:
+        raise InvalidRecord("SOCIAL_CREATE_TIME must be a string or a number")
+    if not EARLIEST_PLAUSIBLE <= moment < LATEST_PLAUSIBLE:
+        raise InvalidRecord(
+            f"SOCIAL_CREATE_TIME {moment.isoformat()} is outside 1970-01-01 to 2100-01-01"
+        )
+    return moment
+
+
+def message_identity(
+    *,
+    chat_id: str,
+    external_id: str | None,
+    direction: str,
+    sent_at: datetime,
+    content: str | None,
+    agent_username: str | None,
+) -> str:
+    """The de-duplication key: the export's post id, else a hash of what the message is."""
+    if external_id is not None:
+        if len(external_id) <= 200:
+            return "p:" + external_id
+        return "P:" + hashlib.sha256(external_id.encode()).hexdigest()
+    digest = hashlib.sha256(
+        "\x1f".join(
+            (chat_id, direction, sent_at.isoformat(), content or "", agent_username or "")
+        ).encode("utf-8", "surrogatepass")
+    ).hexdigest()
+    return "h:" + digest[:40]
+
+
+def normalise_record(
+    chat_id: str, index: int, record: Any, *, max_message_chars: int
+) -> NormalisedMessage:
+    """Validate one record; raises InvalidRecord with a reason a person can act on."""
+    if not isinstance(record, dict):
+        raise InvalidRecord(f"record must be an object, not {_json_type(record)}")
+    direction_value = record.get("DIRECTION")
+    if direction_value is None:
+        raise InvalidRecord("DIRECTION is missing")
+    if not isinstance(direction_value, str):
+        raise InvalidRecord(f"DIRECTION must be a string, not {_json_type(direction_value)}")
+    direction = direction_value.strip().lower()
+    if direction not in _DIRECTIONS:
+        shown = direction_value if len(direction_value) <= 40 else direction_value[:40] + "…"
+        raise InvalidRecord(f"unknown DIRECTION {shown!r} (expected to_company or to_client)")
+    sent_at = parse_timestamp(record.get("SOCIAL_CREATE_TIME"))
+    content = _optional_text(record, "MESSAGE_CONTENT", None)
+    if content is not None and len(content) > max_message_chars:
+        raise InvalidRecord(f"MESSAGE_CONTENT is longer than {max_message_chars} characters")
+    agent_username = _optional_text(record, "AGENT_USERNAME", MAX_NAME_LENGTH)
+    agent_email = _optional_text(record, "AGENT_EMAIL", MAX_NAME_LENGTH)
+    external_id = _optional_text(record, "UNIQUE_POST_ID", None)
+    if _DIRECTIONS[direction]:
+        sender = SenderKind.CUSTOMER
+    elif agent_username or agent_email:
+        sender = SenderKind.AGENT
+    else:
+        sender = SenderKind.BOT
+    return NormalisedMessage(
+        chat_id=chat_id,
+        index=index,
+        message_key=message_identity(
+            chat_id=chat_id,
+            external_id=external_id,
+            direction=direction,
+            sent_at=sent_at,
+            content=content,
+            agent_username=agent_username,
+        ),
+        external_id=external_id[:MAX_IDENTIFIER_LENGTH] if external_id else None,
+        sender=sender,
+        content=content,
+        sent_at=sent_at,
+        agent_username=agent_username,
+        agent_email=agent_email,
+        platform=_label(record, "PLATFORM"),
+        message_type=_label(record, "MESSAGE_TYPE"),
+        via=_label(record, "VIA"),
+    )
+
+
+def is_autoresponse(message: NormalisedMessage, patterns: list[str]) -> bool:
+    """Only bot messages are ever dropped: customers and agents quote the patterns for real."""
+    if message.sender is not SenderKind.BOT or not message.content:
+        return False
+    text = message.content.casefold()
+    return any(pattern.casefold() in text for pattern in patterns)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"

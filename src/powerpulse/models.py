@@ -1,0 +1,182 @@
+"""Database tables. Every row carries the tenant it belongs to."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+# SQLite has no 64-bit autoincrement type distinct from INTEGER PRIMARY KEY.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class SenderKind(enum.StrEnum):
+    CUSTOMER = "CUSTOMER"
+    AGENT = "AGENT"
+    BOT = "BOT"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps are stored in UTC and always come back timezone-aware."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            # Naive UTC text sorts chronologically in SQLite.
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _id_column() -> Any:
+    return Field(default=None, sa_column=Column(BigIntId, primary_key=True, autoincrement=True))
+
+
+def _tenant_column() -> Any:
+    return Field(
+        sa_column=Column(
+            BigIntId, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+
+
+def _conversation_column() -> Any:
+    return Field(
+        sa_column=Column(
+            BigIntId, ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+
+
+def _timestamp(nullable: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable))
+
+
+class Tenant(SQLModel, table=True):
+    __tablename__ = "tenants"
+
+    id: int | None = _id_column()
+    name: str = Field(sa_column=Column(String(100), nullable=False, unique=True))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
+class Conversation(SQLModel, table=True):
+    """One chat and its exactly measured metrics, recomputed whenever its messages change."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "chat_id", name="uq_conversations_tenant_chat"),
+        Index("ix_conversations_tenant_last", "tenant_id", "last_message_at", "id"),
+        Index("ix_conversations_tenant_first", "tenant_id", "first_message_at", "id"),
+    )
+
+    id: int | None = _id_column()
+    tenant_id: int = _tenant_column()
+    chat_id: str = Field(sa_column=Column(String(255), nullable=False))
+    platform: str | None = Field(default=None, sa_column=Column(String(50)))
+    message_count: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    customer_message_count: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    agent_message_count: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    bot_message_count: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    first_message_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_message_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    duration_minutes: float = Field(default=0.0, sa_column=Column(Float, nullable=False))
+    first_response_time_minutes: float | None = Field(default=None, sa_column=Column(Float))
+    first_response_agent: str | None = Field(default=None, sa_column=Column(String(320)))
+    avg_response_time_minutes: float | None = Field(default=None, sa_column=Column(Float))
+    reply_count: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    contact_count: int = Field(default=1, sa_column=Column(Integer, nullable=False))
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint(
+            "tenant_id", "conversation_id", "message_key", name="uq_messages_identity"
+        ),
+        Index("ix_messages_conversation_time", "conversation_id", "sent_at", "id"),
+    )
+
+    id: int | None = _id_column()
+    tenant_id: int = _tenant_column()
+    conversation_id: int = _conversation_column()
+    message_key: str = Field(sa_column=Column(String(255), nullable=False))
+    external_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    sender: str = Field(sa_column=Column(String(16), nullable=False))
+    content: str | None = Field(default=None, sa_column=Column(Text))
+    sent_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    agent_username: str | None = Field(default=None, sa_column=Column(String(320)))
+    agent_email: str | None = Field(default=None, sa_column=Column(String(320)))
+    message_type: str | None = Field(default=None, sa_column=Column(String(50)))
+    via: str | None = Field(default=None, sa_column=Column(String(50)))
+
+
+class ReplyEvent(SQLModel, table=True):
+    """An agent answering a waiting customer: the unit of response-time metrics."""
+
+    __tablename__ = "reply_events"
+    __table_args__ = (Index("ix_reply_events_conversation", "conversation_id"),)
+
+    id: int | None = _id_column()
+    tenant_id: int = _tenant_column()
+    conversation_id: int = _conversation_column()
+    agent: str = Field(sa_column=Column(String(320), nullable=False))
+    waiting_since: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    replied_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    response_minutes: float = Field(sa_column=Column(Float, nullable=False))
+
+
+class ConversationAgent(SQLModel, table=True):
+    """Which agents wrote in a conversation, and how many messages each."""
+
+    __tablename__ = "conversation_agents"
+    __table_args__ = (Index("ix_conversation_agents_tenant_agent", "tenant_id", "agent"),)
+
+    conversation_id: int = Field(
+        sa_column=Column(
+            BigIntId,
+            ForeignKey("conversations.id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    agent: str = Field(sa_column=Column(String(320), primary_key=True))
+    tenant_id: int = _tenant_column()
+    message_count: int = Field(default=0, sa_column=Column(Integer, nullable=False))

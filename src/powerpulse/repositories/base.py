@@ -1,0 +1,86 @@
+"""What every repository shares: a connection, the dialect, and percentile helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, case, func, literal_column, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+@dataclass(frozen=True, slots=True)
+class Fraction:
+    """A percentile rank as an exact fraction, so rank arithmetic in SQL stays integral."""
+
+    numerator: int
+    denominator: int
+
+    @property
+    def value(self) -> float:
+        return self.numerator / self.denominator
+
+
+MEDIAN = Fraction(1, 2)
+P90 = Fraction(9, 10)
+
+
+class Repository:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self.connection = connection
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.connection.dialect.name == "postgresql"
+
+    async def percentiles(
+        self, values: Select[Any], ranks: Sequence[Fraction]
+    ) -> list[float | None]:
+        """Continuous percentiles (linear between closest ranks, as percentile_cont) in SQL.
+
+        `values` selects one numeric column; nulls are ignored.
+        """
+        source = values.subquery("percentile_source")
+        column = source.c[0]
+        if self.is_postgres:
+            statement = select(
+                *(
+                    func.percentile_cont(rank.value).within_group(column)
+                    for rank in ranks
+                )
+            ).where(column.is_not(None))
+            row = (await self.connection.execute(statement)).one()
+            return [None if value is None else float(value) for value in row]
+        ranked = (
+            select(
+                column.label("v"),
+                (func.row_number().over(order_by=column) - 1).label("i"),
+                func.count().over().label("n"),
+            )
+            .where(column.is_not(None))
+            .subquery("ranked")
+        )
+        picks: list[Any] = []
+        for rank in ranks:
+            low_index = (ranked.c.n - 1) * rank.numerator // rank.denominator
+            picks.append(func.max(_value_at(ranked, low_index)))
+            picks.append(func.max(_value_at(ranked, low_index + 1)))
+        row = (await self.connection.execute(select(func.max(ranked.c.n), *picks))).one()
+        count = row[0]
+        if not count:
+            return [None for _ in ranks]
+        results: list[float | None] = []
+        for position, rank in enumerate(ranks):
+            low, high = row[1 + 2 * position], row[2 + 2 * position]
+            exact = (count - 1) * rank.numerator / rank.denominator
+            fraction = exact - int(exact)
+            if high is None or fraction == 0:
+                results.append(float(low))
+            else:
+                results.append(float(low) + fraction * (float(high) - float(low)))
+        return results
+
+
+def _value_at(ranked: Any, index: Any) -> Any:
+    return case((ranked.c.i == index, ranked.c.v), else_=literal_column("NULL"))

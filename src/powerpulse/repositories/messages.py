@@ -1,0 +1,64 @@
+"""SQL for stored messages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import func, insert, select
+
+from ..models import Message
+from .base import Repository
+from .keyset import Ordering, SortKey
+
+messages = Message.__table__  # type: ignore[attr-defined]
+_m = messages.c
+
+TIME_ORDER = Ordering("time", (SortKey(_m.sent_at, is_datetime=True), SortKey(_m.id)))
+
+FACT_COLUMNS = (_m.id, _m.conversation_id, _m.message_key, _m.sender, _m.sent_at,
+                _m.agent_username, _m.agent_email)
+
+
+class MessageRepository(Repository):
+    async def facts_for(
+        self, tenant_id: int, conversation_ids: Sequence[int]
+    ) -> list[Mapping[str, Any]]:
+        """What metric computation needs of the stored messages, in time order per chat."""
+        if not conversation_ids:
+            return []
+        rows = await self.connection.execute(
+            select(*FACT_COLUMNS)
+            .where(_m.tenant_id == tenant_id, _m.conversation_id.in_(conversation_ids))
+            .order_by(_m.conversation_id, _m.sent_at, _m.id)
+        )
+        return list(rows.mappings())
+
+    async def insert_many(self, tenant_id: int, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            await self.connection.execute(
+                insert(messages), [{**row, "tenant_id": tenant_id} for row in rows]
+            )
+
+    async def page(
+        self, tenant_id: int, conversation_id: int, *, first: int, after: str | None
+    ) -> tuple[list[Mapping[str, Any]], bool, Ordering]:
+        statement = select(messages).where(
+            _m.tenant_id == tenant_id, _m.conversation_id == conversation_id
+        )
+        if after is not None:
+            statement = statement.where(TIME_ORDER.after(after))
+        statement = statement.order_by(*TIME_ORDER.order_by()).limit(first + 1)
+        rows = list((await self.connection.execute(statement)).mappings())
+        return rows[:first], len(rows) > first, TIME_ORDER
+
+    async def count(self, tenant_id: int, conversation_id: int) -> int:
+        return int(
+            (
+                await self.connection.execute(
+                    select(func.count()).where(
+                        _m.tenant_id == tenant_id, _m.conversation_id == conversation_id
+                    )
+                )
+            ).scalar_one()
+        )

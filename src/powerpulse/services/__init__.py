@@ -1,0 +1,1 @@
+"""Business rules: ingest, metric formulas and queries, independent of HTTP and GraphQL."""

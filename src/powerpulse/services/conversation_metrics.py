@@ -1,0 +1,129 @@
+"""Exact per-conversation measurements, from a chat's messages in time order.
+
+The definitions are written out in docs/metrics.md; this module is their one implementation.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from ..models import SenderKind
+
+
+class MessageFacts(Protocol):
+    """What the metrics need to know about a message."""
+
+    @property
+    def sender(self) -> SenderKind: ...
+
+    @property
+    def sent_at(self) -> datetime: ...
+
+    @property
+    def agent(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyEventFacts:
+    agent: str
+    waiting_since: datetime
+    replied_at: datetime
+
+    @property
+    def response_minutes(self) -> float:
+        return _minutes(self.replied_at - self.waiting_since)
+
+
+@dataclass(slots=True)
+class ConversationMeasurements:
+    message_count: int
+    customer_message_count: int
+    agent_message_count: int
+    bot_message_count: int
+    first_message_at: datetime
+    last_message_at: datetime
+    duration_minutes: float
+    first_response_time_minutes: float | None
+    first_response_agent: str | None
+    avg_response_time_minutes: float | None
+    reply_count: int
+    contact_count: int
+    reply_events: list[ReplyEventFacts] = field(default_factory=list)
+    agent_message_counts: dict[str, int] = field(default_factory=dict)
+
+
+def _minutes(delta: timedelta) -> float:
+    return delta.total_seconds() / 60.0
+
+
+def measure_conversation(
+    messages: Sequence[MessageFacts], *, session_gap: timedelta
+) -> ConversationMeasurements:
+    """Measure a conversation; `messages` must already be in time order (ties in file order)."""
+    if not messages:
+        raise ValueError("a conversation has at least one message")
+    kinds = Counter(message.sender for message in messages)
+
+    first_customer_at = next(
+        (m.sent_at for m in messages if m.sender is SenderKind.CUSTOMER), None
+    )
+    first_response_time: float | None = None
+    first_response_agent: str | None = None
+    if first_customer_at is not None:
+        first_answer = next(
+            (
+                m
+                for m in messages
+                if m.sender is SenderKind.AGENT and m.sent_at >= first_customer_at
+            ),
+            None,
+        )
+        if first_answer is not None:
+            first_response_time = _minutes(first_answer.sent_at - first_customer_at)
+            first_response_agent = first_answer.agent
+
+    reply_events: list[ReplyEventFacts] = []
+    waiting_since: datetime | None = None
+    agent_counts: Counter[str] = Counter()
+    for message in messages:
+        if message.sender is SenderKind.CUSTOMER:
+            if waiting_since is None:
+                waiting_since = message.sent_at
+        elif message.sender is SenderKind.AGENT:
+            agent = message.agent or ""
+            agent_counts[agent] += 1
+            if waiting_since is not None:
+                reply_events.append(ReplyEventFacts(agent, waiting_since, message.sent_at))
+                waiting_since = None
+
+    gaps = sum(
+        1
+        for earlier, later in zip(messages, messages[1:], strict=False)
+        if later.sent_at - earlier.sent_at >= session_gap
+    )
+    first_at = messages[0].sent_at
+    last_at = messages[-1].sent_at
+    return ConversationMeasurements(
+        message_count=len(messages),
+        customer_message_count=kinds[SenderKind.CUSTOMER],
+        agent_message_count=kinds[SenderKind.AGENT],
+        bot_message_count=kinds[SenderKind.BOT],
+        first_message_at=first_at,
+        last_message_at=last_at,
+        duration_minutes=_minutes(last_at - first_at),
+        first_response_time_minutes=first_response_time,
+        first_response_agent=first_response_agent,
+        avg_response_time_minutes=(
+            sum(event.response_minutes for event in reply_events) / len(reply_events)
+            if reply_events
+            else None
+        ),
+        reply_count=len(reply_events),
+        contact_count=1 + gaps,
+        reply_events=reply_events,
+        agent_message_counts=dict(agent_counts),
+    )

@@ -1,0 +1,91 @@
+"""Reading conversations and their metrics for one tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..db import Database
+from ..errors import BadUserInput
+from ..repositories.conversations import ConversationRepository, ConversationTotals
+from ..repositories.messages import MessageRepository
+from ..settings import Settings
+from .filters import ConversationFilter, ConversationOrder, resolve_filter
+
+
+@dataclass(slots=True)
+class Page:
+    """A keyset page: rows with their cursors, and whether another page follows."""
+
+    rows: list[Mapping[str, Any]]
+    cursors: list[str]
+    has_next_page: bool
+
+    @property
+    def end_cursor(self) -> str | None:
+        return self.cursors[-1] if self.cursors else None
+
+
+class ConversationService:
+    def __init__(self, database: Database, settings: Settings) -> None:
+        self._database = database
+        self._settings = settings
+
+    def check_page_size(self, first: int) -> None:
+        limit = self._settings.max_page_size
+        if first < 0 or first > limit:
+            raise BadUserInput(f"`first` must be between 0 and {limit}, got {first}")
+
+    async def metrics(
+        self, tenant_id: int, selection: ConversationFilter | None
+    ) -> ConversationTotals:
+        criteria = resolve_filter(selection, self._settings.zone)
+        async with self._database.read() as connection:
+            return await ConversationRepository(connection).totals(tenant_id, criteria)
+
+    async def page(
+        self,
+        tenant_id: int,
+        selection: ConversationFilter | None,
+        *,
+        order: ConversationOrder,
+        first: int,
+        after: str | None,
+    ) -> Page:
+        self.check_page_size(first)
+        criteria = resolve_filter(selection, self._settings.zone)
+        async with self._database.read() as connection:
+            rows, has_next, ordering = await ConversationRepository(connection).page(
+                tenant_id, criteria, order=order, first=first, after=after
+            )
+        return Page(rows, [ordering.cursor_for(row) for row in rows], has_next)
+
+    async def count(self, tenant_id: int, selection: ConversationFilter | None) -> int:
+        criteria = resolve_filter(selection, self._settings.zone)
+        async with self._database.read() as connection:
+            return await ConversationRepository(connection).count(tenant_id, criteria)
+
+    async def get(self, tenant_id: int, chat_id: str) -> Mapping[str, Any] | None:
+        async with self._database.read() as connection:
+            return await ConversationRepository(connection).get_by_chat_id(tenant_id, chat_id)
+
+    async def agents(self, tenant_id: int, conversation_ids: list[int]) -> dict[int, list[str]]:
+        async with self._database.read() as connection:
+            return await ConversationRepository(connection).agents_for(
+                tenant_id, conversation_ids
+            )
+
+    async def messages(
+        self, tenant_id: int, conversation_id: int, *, first: int, after: str | None
+    ) -> Page:
+        self.check_page_size(first)
+        async with self._database.read() as connection:
+            rows, has_next, ordering = await MessageRepository(connection).page(
+                tenant_id, conversation_id, first=first, after=after
+            )
+        return Page(rows, [ordering.cursor_for(row) for row in rows], has_next)
+
+    async def message_count(self, tenant_id: int, conversation_id: int) -> int:
+        async with self._database.read() as connection:
+            return await MessageRepository(connection).count(tenant_id, conversation_id)
