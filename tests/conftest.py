@@ -134,7 +134,8 @@ class GraphQLClient:
 
 
 @pytest.fixture
-async def app_client_factory() -> AsyncIterator[Any]:
+async def app_client_factory(database_url: str) -> AsyncIterator[Any]:
+    """Builds app clients; they shut down before the test's database is dropped."""
     managers: list[LifespanManager] = []
     clients: list[httpx.AsyncClient] = []
 

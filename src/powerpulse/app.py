@@ -8,23 +8,26 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from strawberry.asgi import GraphQL
-from cross_web import HTTPException
 
 from . import __version__
+from .analysis.base import Analyzer
 from .db import Database, create_engine, create_schema
 from .graphql.context import Context, Services
 from .graphql.schema import build_schema
 from .http import GraphQLRequestGuard, RequestIdMiddleware
 from .ingest.stream import require_fast_json_backend
 from .repositories.tenants import TenantRepository
+from .services.analysis import AnalysisWorker, build_analyzer
 from .services.conversations import ConversationService
 from .services.ingest import IngestService
+from .services.jobs import JobService
 from .settings import DEFAULT_TENANT_NAME, Settings
 
 logger = logging.getLogger("powerpulse")
@@ -34,28 +37,48 @@ GRAPHQL_PATH = "/graphql"
 
 @dataclass
 class AppState:
+    """Everything a running PowerPulse process holds: opened once, closed once."""
+
     settings: Settings
     database: Database
+    analyzer: Analyzer
+    worker: AnalysisWorker
     services: Services
     default_tenant_id: int
 
+    async def close(self) -> None:
+        await self.worker.stop()
+        await self.analyzer.aclose()
+        await self.database.dispose()
+
 
 async def open_state(settings: Settings) -> AppState:
-    """Connect, prepare the schema and the default tenant, and build the services."""
+    """Connect, prepare the schema and the default tenant, and build the services.
+
+    The analysis worker is built but not started; `serve` and `ingest` start it.
+    """
     require_fast_json_backend()
     database = Database(create_engine(settings))
     try:
         await create_schema(database.engine)
         async with database.write() as connection:
             tenant_id = await TenantRepository(connection).ensure(DEFAULT_TENANT_NAME)
+        analyzer = build_analyzer(settings)
     except BaseException:
         await database.dispose()
         raise
+    worker = AnalysisWorker(database, settings, analyzer)
     services = Services(
         conversations=ConversationService(database, settings),
-        ingest=IngestService(database, settings),
+        ingest=IngestService(
+            database,
+            settings,
+            analyzer_fingerprint=analyzer.fingerprint.key(),
+            on_work_queued=worker.notify,
+        ),
+        jobs=JobService(database, settings),
     )
-    return AppState(settings, database, services, tenant_id)
+    return AppState(settings, database, analyzer, worker, services, tenant_id)
 
 
 class PowerPulseGraphQL(GraphQL[Context, None]):
@@ -91,17 +114,25 @@ class PowerPulseGraphQL(GraphQL[Context, None]):
         await response(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> Starlette:
+    """The ASGI app; with `run_worker` it also analyses queued conversations in-process."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         state = await open_state(settings)
-        logger.info("PowerPulse %s on %s", __version__, settings.redacted_database_url())
+        logger.info(
+            "PowerPulse %s on %s, analyzer %s",
+            __version__,
+            settings.redacted_database_url(),
+            state.analyzer.fingerprint.key(),
+        )
         try:
+            if run_worker:
+                await state.worker.start()
             yield {"powerpulse": state}
         finally:
-            await state.database.dispose()
+            await state.close()
 
     def state_of(request: Any) -> AppState:
         return request.state.powerpulse  # type: ignore[no-any-return]

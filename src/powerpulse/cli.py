@@ -30,6 +30,20 @@ def _load_settings() -> Settings:
         raise SystemExit(f"powerpulse: invalid configuration: {problems}") from None
 
 
+def _print_job(job: Any, console: Any, *, waited: bool) -> None:
+    if job is None:
+        return
+    console.print(
+        f"analysis job {job['id']}: {job['status']} — {job['total']} conversations, "
+        f"{job['analyzed']} analysed, {job['cached']} cached, {job['failed']} failed, "
+        f"{job['input_tokens'] + job['output_tokens']:,} tokens, ${job['cost_usd']:.4f}"
+    )
+    if job["error"]:
+        console.print(f"[red]analysis stopped:[/] {job['error']}")
+    if not waited and job["finished_at"] is None:
+        console.print("analysis continues in the next `powerpulse serve` (or worker) process")
+
+
 def _print_report(report: Any, console: Any) -> None:
     from rich.table import Table
 
@@ -43,6 +57,9 @@ def _print_report(report: Any, console: Any) -> None:
         ("invalid records", report.invalid_records),
         ("conversations created", report.conversations_created),
         ("conversations updated", report.conversations_updated),
+        ("queued for analysis", report.analysis_queued),
+        ("analysis still current", report.analysis_cached),
+        ("forced re-analysis", report.analysis_forced),
     ):
         table.add_row(label, f"{value:,}")
     console.print(table)
@@ -56,36 +73,73 @@ def _print_report(report: Any, console: Any) -> None:
         console.print(f"[yellow]… and {hidden:,} more invalid records[/]")
 
 
-async def _ingest_file(settings: Settings, path: Path, *, show_progress: bool) -> Any:
+def _progress(console: Any, *, enabled: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+    )
+
+
+async def _ingest_stream(
+    settings: Settings,
+    stream: Any,
+    *,
+    name: str,
+    size: int,
+    show_progress: bool,
+    wait: bool,
+    force: bool = False,
+) -> tuple[Any, Any]:
+    """Store an export, then (with `wait`) analyse it in this process, showing progress."""
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
     from .app import open_state
 
     console = Console(stderr=True)
     state = await open_state(settings)
     try:
-        size = path.stat().st_size
-        with path.open("rb") as stream, Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            DownloadColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not show_progress,
-        ) as progress:
-            task = progress.add_task(f"ingesting {path.name}", total=size)
+        with _progress(console, enabled=show_progress) as progress:
+            task = progress.add_task(f"storing {name} (bytes)", total=size)
 
             def advance(_report: Any) -> None:
                 progress.update(task, completed=stream.tell())
 
             report = await state.services.ingest.ingest(
-                state.default_tenant_id, stream, progress=advance
+                state.default_tenant_id, stream, force_reprocess=force, progress=advance
             )
             progress.update(task, completed=size)
+        job = await state.services.jobs.get(state.default_tenant_id, report.job_id)
+        if wait and job is not None and job["finished_at"] is None:
+            job = await _wait_for_job(state, report.job_id, console, show_progress)
     finally:
-        await state.database.dispose()
-    return report
+        await state.close()
+    return report, job
+
+
+async def _wait_for_job(state: Any, job_id: int, console: Any, show_progress: bool) -> Any:
+    await state.worker.start()
+    with _progress(console, enabled=show_progress) as progress:
+        task = progress.add_task("analysing conversations", total=None)
+        while True:
+            job = await state.services.jobs.get(state.default_tenant_id, job_id)
+            processed = job["analyzed"] + job["cached"] + job["failed"]
+            progress.update(task, completed=processed, total=job["total"])
+            if job["finished_at"] is not None:
+                return job
+            await asyncio.sleep(0.25)
+
+
+def _ingest_path(settings: Settings, path: Path, **options: Any) -> tuple[Any, Any]:
+    with path.open("rb") as stream:
+        return asyncio.run(
+            _ingest_stream(settings, stream, name=path.name, size=path.stat().st_size, **options)
+        )
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -97,12 +151,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"powerpulse: no such file: {path}", file=sys.stderr)
         return 2
     try:
-        report = asyncio.run(_ingest_file(settings, path, show_progress=not args.quiet))
+        report, job = _ingest_path(
+            settings,
+            path,
+            show_progress=not args.quiet,
+            wait=not args.no_wait,
+            force=args.force_reprocess,
+        )
     except PowerPulseError as exc:
         print(f"powerpulse: {path} was not ingested: {exc.message}", file=sys.stderr)
         return 1
-    _print_report(report, Console())
-    return 0
+    console = Console()
+    _print_report(report, console)
+    _print_job(job, console, waited=not args.no_wait)
+    return 0 if job is None or job["status"] != "FAILED" else 3
 
 
 def _demo_path() -> Path:
@@ -126,7 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _load_settings()
     if args.demo:
         try:
-            report = asyncio.run(_ingest_file(settings, _demo_path(), show_progress=False))
+            report, _ = _ingest_path(settings, _demo_path(), show_progress=False, wait=False)
         except PowerPulseError as exc:
             print(f"powerpulse: demo data could not be loaded: {exc.message}", file=sys.stderr)
             return 1
@@ -136,7 +198,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             report.duplicates_skipped,
         )
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, run_worker=not args.no_worker),
         host=args.host,
         port=args.port,
         log_level=settings.log_level.lower(),
@@ -169,11 +231,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="trust X-Forwarded-* headers (behind a reverse proxy)",
     )
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not analyse conversations in this process",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     ingest = commands.add_parser("ingest", help="ingest a grouped_chats JSON export")
     ingest.add_argument("file")
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    ingest.add_argument("--no-wait", action="store_true", help="return once stored; analyse later")
+    ingest.add_argument(
+        "--force-reprocess",
+        action="store_true",
+        help="re-analyse every conversation of the file, even unchanged ones",
+    )
     ingest.set_defaults(handler=cmd_ingest)
 
     export = commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import PayloadTooLarge
@@ -78,16 +79,19 @@ class GraphQLRequestGuard:
             return
         headers = dict(scope["headers"])
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if scope["method"] == "POST" and content_type == b"multipart/form-data":
-            if not any(name in headers for name in PREFLIGHT_HEADERS):
-                await send_json_error(
-                    send,
-                    400,
-                    "PREFLIGHT_REQUIRED",
-                    "multipart requests must carry an Apollo-Require-Preflight or "
-                    "GraphQL-Require-Preflight header",
-                )
-                return
+        if (
+            scope["method"] == "POST"
+            and content_type == b"multipart/form-data"
+            and not any(name in headers for name in PREFLIGHT_HEADERS)
+        ):
+            await send_json_error(
+                send,
+                400,
+                "PREFLIGHT_REQUIRED",
+                "multipart requests must carry an Apollo-Require-Preflight or "
+                "GraphQL-Require-Preflight header",
+            )
+            return
         limit = self.max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:

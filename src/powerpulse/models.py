@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -180,3 +181,126 @@ class ConversationAgent(SQLModel, table=True):
     agent: str = Field(sa_column=Column(String(320), primary_key=True))
     tenant_id: int = _tenant_column()
     message_count: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+
+
+class AnalysisStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+
+
+class TaskState(enum.StrEnum):
+    QUEUED = "QUEUED"
+    LEASED = "LEASED"
+    DONE = "DONE"
+
+
+class ConversationAnalysis(SQLModel, table=True):
+    """The current judgement of a conversation and the input it was made from."""
+
+    __tablename__ = "conversation_analyses"
+    __table_args__ = (Index("ix_conversation_analyses_tenant_status", "tenant_id", "status"),)
+
+    conversation_id: int = Field(
+        sa_column=Column(
+            BigIntId, ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    tenant_id: int = _tenant_column()
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    failure_reason: str | None = Field(default=None, sa_column=Column(Text))
+    content_hash: str | None = Field(default=None, sa_column=Column(String(64)))
+    fingerprint: str | None = Field(default=None, sa_column=Column(String(200)))
+    satisfaction_score: int | None = Field(default=None, sa_column=Column(Integer))
+    is_satisfied: bool | None = Field(default=None, sa_column=Column(Boolean))
+    sentiment_score: int | None = Field(default=None, sa_column=Column(Integer))
+    initial_sentiment: int | None = Field(default=None, sa_column=Column(Integer))
+    final_sentiment: int | None = Field(default=None, sa_column=Column(Integer))
+    sentiment_label: str | None = Field(default=None, sa_column=Column(String(16)))
+    resolved: bool | None = Field(default=None, sa_column=Column(Boolean))
+    first_contact_resolution: bool | None = Field(default=None, sa_column=Column(Boolean))
+    effort_score: int | None = Field(default=None, sa_column=Column(Integer))
+    summary: str | None = Field(default=None, sa_column=Column(Text))
+    language: str | None = Field(default=None, sa_column=Column(String(8)))
+    analyzer: str | None = Field(default=None, sa_column=Column(String(32)))
+    model: str | None = Field(default=None, sa_column=Column(String(120)))
+    prompt_version: str | None = Field(default=None, sa_column=Column(String(40)))
+    input_tokens: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    output_tokens: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    cost_usd: float = Field(default=0.0, sa_column=Column(Float, nullable=False, default=0.0))
+    analyzed_at: datetime | None = _timestamp(nullable=True)
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
+class ConversationTopic(SQLModel, table=True):
+    __tablename__ = "conversation_topics"
+    __table_args__ = (Index("ix_conversation_topics_tenant_topic", "tenant_id", "topic"),)
+
+    conversation_id: int = Field(
+        sa_column=Column(
+            BigIntId, ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    topic: str = Field(sa_column=Column(String(60), primary_key=True))
+    tenant_id: int = _tenant_column()
+    position: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+
+
+class AnalysisJob(SQLModel, table=True):
+    """The analysis of one upload's conversations; counters only ever grow atomically."""
+
+    __tablename__ = "analysis_jobs"
+    __table_args__ = (Index("ix_analysis_jobs_tenant_id", "tenant_id", "id"),)
+
+    id: int | None = _id_column()
+    tenant_id: int = _tenant_column()
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    total: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    analyzed: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    cached: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    failed: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    forced: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    input_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    output_tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    cost_usd: float = Field(default=0.0, sa_column=Column(Float, nullable=False, default=0.0))
+    analyzer: str | None = Field(default=None, sa_column=Column(String(200)))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+    started_at: datetime | None = _timestamp(nullable=True)
+    finished_at: datetime | None = _timestamp(nullable=True)
+
+
+class AnalysisTask(SQLModel, table=True):
+    """One conversation waiting to be analysed for a job; leased while a worker has it."""
+
+    __tablename__ = "analysis_tasks"
+    __table_args__ = (
+        Index("ix_analysis_tasks_claim", "state", "lease_expires_at", "id"),
+        Index("ix_analysis_tasks_job", "job_id"),
+    )
+
+    id: int | None = _id_column()
+    tenant_id: int = _tenant_column()
+    job_id: int = Field(
+        sa_column=Column(
+            BigIntId, ForeignKey("analysis_jobs.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    conversation_id: int = _conversation_column()
+    force: bool = Field(default=False, sa_column=Column(Boolean, nullable=False, default=False))
+    state: str = Field(sa_column=Column(String(16), nullable=False))
+    leased_by: str | None = Field(default=None, sa_column=Column(String(100)))
+    lease_expires_at: datetime | None = _timestamp(nullable=True)
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./powerpulse.db"
 DEFAULT_TENANT_NAME = "default"
@@ -90,6 +89,77 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
 
+    # -- analysis --------------------------------------------------------------------
+    analyzer: Literal["auto", "openai", "lexicon"] = Field(
+        default="auto",
+        description="Which analyzer judges conversations; auto = openai when "
+        "OPENAI_API_KEY is set, else lexicon.",
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key"),
+        description="Key for the OpenAI-compatible endpoint (never logged).",
+    )
+    openai_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url"),
+        description="OpenAI-compatible endpoint (Azure gateways, vLLM, Ollama); SDK default "
+        "when unset.",
+    )
+    model: str = Field(default="gpt-4o-mini", description="Chat-completions model name.")
+    model_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {"gpt-4o-mini": (0.15, 0.60)},
+        description="JSON object: model -> [USD per 1M input tokens, USD per 1M output "
+        "tokens].",
+    )
+    analysis_concurrency: int = Field(
+        default=16, ge=1, le=512, description="Model requests in flight at most."
+    )
+    analysis_requests_per_minute: int | None = Field(
+        default=None, ge=1, description="Optional request budget per minute."
+    )
+    analysis_tokens_per_minute: int | None = Field(
+        default=None, ge=1, description="Optional token budget per minute."
+    )
+    analysis_batch_size: int = Field(
+        default=4,
+        ge=1,
+        le=20,
+        description="Short conversations packed into one model request at most.",
+    )
+    analysis_batch_max_tokens: int = Field(
+        default=1200,
+        ge=100,
+        description="Transcript tokens one packed request may carry.",
+    )
+    analysis_max_input_tokens: int = Field(
+        default=3000,
+        ge=200,
+        description="Token budget of one transcript; longer ones keep their start and end.",
+    )
+    analysis_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Timeout of one model request."
+    )
+    topics_file: str | None = Field(
+        default=None,
+        description="JSON keyword taxonomy for the lexicon analyzer; the shipped one when unset.",
+    )
+    analysis_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A claimed task returns to the queue this long after its worker stops "
+        "renewing it (a crashed worker).",
+    )
+    worker_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often an idle worker looks for queued analyses."
+    )
+    shutdown_grace_seconds: float = Field(
+        default=20.0,
+        ge=0,
+        description="On shutdown, how long in-flight analyses may finish before they are "
+        "handed back to the queue.",
+    )
+
     @field_validator("database_url", mode="after")
     @classmethod
     def _async_driver(cls, value: str) -> str:
@@ -114,6 +184,16 @@ class Settings(BaseSettings):
     @cached_property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def use_openai(self) -> bool:
+        if self.analyzer == "auto":
+            return self.openai_api_key is not None
+        return self.analyzer == "openai"
+
+    def prices_for(self, model: str) -> tuple[float, float]:
+        """USD per million input and output tokens; unknown models cost nothing."""
+        return self.model_prices.get(model, (0.0, 0.0))
 
     @property
     def is_sqlite(self) -> bool:

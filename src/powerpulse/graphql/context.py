@@ -9,12 +9,14 @@ from strawberry.dataloader import DataLoader
 
 from ..services.conversations import ConversationService
 from ..services.ingest import IngestService
+from ..services.jobs import JobService
 
 
 @dataclass
 class Services:
     conversations: ConversationService
     ingest: IngestService
+    jobs: JobService
 
 
 @dataclass
@@ -25,6 +27,7 @@ class Context:
     tenant_id: int
     request_id: str
     agents_loader: DataLoader[int, list[str]] = field(init=False)
+    topics_loader: DataLoader[int, list[str]] = field(init=False)
 
     def __post_init__(self) -> None:
         conversations = self.services.conversations
@@ -34,4 +37,9 @@ class Context:
             found = await conversations.agents(tenant_id, list(keys))
             return [found.get(key, []) for key in keys]
 
+        async def load_topics(keys: list[int]) -> list[list[str]]:
+            found = await conversations.topics(tenant_id, list(keys))
+            return [found.get(key, []) for key in keys]
+
         self.agents_loader = DataLoader(load_fn=load_agents)
+        self.topics_loader = DataLoader(load_fn=load_topics)

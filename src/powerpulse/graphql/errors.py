@@ -20,9 +20,7 @@ def _request_id(execution_context: ExecutionContext | None) -> str | None:
     return getattr(context, "request_id", None)
 
 
-def classify_errors(
-    errors: list[GraphQLError], execution_context: ExecutionContext | None
-) -> None:
+def classify_errors(errors: list[GraphQLError], execution_context: ExecutionContext | None) -> None:
     """Give every error an extensions.code; mask and log anything unexpected, in place."""
     for error in errors:
         original = error.original_error

@@ -13,14 +13,18 @@ from strawberry.types import ExecutionContext, Info
 from .context import Context
 from .errors import classify_errors
 from .types import (
+    AnalysisJob,
+    AnalysisJobConnection,
+    AnalysisJobEdge,
     Conversation,
     ConversationConnection,
     ConversationEdge,
     ConversationFilter,
     ConversationOrder,
     Metrics,
-    PageInfo,
     UploadChatsPayload,
+    page_info,
+    parse_id,
     to_filter,
 )
 
@@ -34,10 +38,11 @@ class Query:
     async def metrics(
         self, info: Info[Context, None], filter: ConversationFilter | None = None
     ) -> Metrics:
+        selection = to_filter(filter)
         totals = await info.context.services.conversations.metrics(
-            info.context.tenant_id, to_filter(filter)
+            info.context.tenant_id, selection
         )
-        return Metrics.from_totals(totals)
+        return Metrics.from_totals(totals, selection)
 
     @strawberry.field(description="Conversations, a page at a time (first ≤ 100).")
     async def conversations(
@@ -61,12 +66,7 @@ class Query:
                 ConversationEdge(cursor=cursor, node=Conversation.from_row(row))
                 for row, cursor in zip(page.rows, page.cursors, strict=True)
             ],
-            page_info=PageInfo(
-                has_next_page=page.has_next_page,
-                has_previous_page=after is not None,
-                start_cursor=page.cursors[0] if page.cursors else None,
-                end_cursor=page.end_cursor,
-            ),
+            page_info=page_info(page, after),
             selection=selection,
         )
 
@@ -74,6 +74,31 @@ class Query:
     async def conversation(self, info: Info[Context, None], chat_id: str) -> Conversation | None:
         row = await info.context.services.conversations.get(info.context.tenant_id, chat_id)
         return Conversation.from_row(row) if row is not None else None
+
+    @strawberry.field(description="One analysis job; null when there is none.")
+    async def job(self, info: Info[Context, None], id: strawberry.ID) -> AnalysisJob | None:
+        job_id = parse_id(id)
+        if job_id is None:
+            return None
+        row = await info.context.services.jobs.get(info.context.tenant_id, job_id)
+        return AnalysisJob.from_row(row) if row is not None else None
+
+    @strawberry.field(description="Analysis jobs, newest first (first ≤ 100).")
+    async def jobs(
+        self, info: Info[Context, None], first: int | None = 20, after: str | None = None
+    ) -> AnalysisJobConnection:
+        page = await info.context.services.jobs.page(
+            info.context.tenant_id,
+            first=DEFAULT_PAGE_SIZE if first is None else first,
+            after=after,
+        )
+        return AnalysisJobConnection(
+            edges=[
+                AnalysisJobEdge(cursor=cursor, node=AnalysisJob.from_row(row))
+                for row, cursor in zip(page.rows, page.cursors, strict=True)
+            ],
+            page_info=page_info(page, after),
+        )
 
 
 @strawberry.type
@@ -85,7 +110,9 @@ class Mutation:
         self, info: Info[Context, None], file: Upload, force_reprocess: bool = False
     ) -> UploadChatsPayload:
         try:
-            report = await info.context.services.ingest.ingest(info.context.tenant_id, file.file)
+            report = await info.context.services.ingest.ingest(
+                info.context.tenant_id, file.file, force_reprocess=force_reprocess
+            )
         finally:
             await file.close()
         return UploadChatsPayload.from_report(report)

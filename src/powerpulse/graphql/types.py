@@ -9,8 +9,12 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
+from ..analysis.schema import SentimentLabel as SentimentLabelModel
+from ..models import AnalysisStatus as AnalysisStatusModel
+from ..models import JobStatus as JobStatusModel
 from ..models import SenderKind as SenderKindModel
 from ..repositories.conversations import ConversationTotals
+from ..services.conversations import Page
 from ..services.filters import ConversationFilter as ConversationFilterModel
 from ..services.filters import ConversationOrder as ConversationOrderModel
 from ..services.ingest import UploadReport
@@ -23,6 +27,14 @@ SenderKind = strawberry.enum(
 ConversationOrder = strawberry.enum(
     ConversationOrderModel, description="Orderings for the conversations connection."
 )
+SentimentLabel = strawberry.enum(
+    SentimentLabelModel, description="NEGATIVE (score 1-2), NEUTRAL (3), POSITIVE (4-5)."
+)
+AnalysisStatus = strawberry.enum(
+    AnalysisStatusModel,
+    description="PENDING until analysed (again, after new messages), then DONE or FAILED.",
+)
+JobStatus = strawberry.enum(JobStatusModel, description="Lifecycle of an analysis job.")
 
 
 @strawberry.input(description="Selects conversations; every field narrows the selection.")
@@ -45,6 +57,27 @@ class ConversationFilter:
     chat_ids: list[str] | None = strawberry.field(
         default=None, description="Only these chat ids (at most 1000)."
     )
+    satisfied: bool | None = strawberry.field(
+        default=None, description="Analysed conversations whose customer is (not) satisfied."
+    )
+    min_satisfaction: int | None = strawberry.field(
+        default=None, description="Analysed conversations with satisfactionScore >= this."
+    )
+    max_satisfaction: int | None = strawberry.field(
+        default=None, description="Analysed conversations with satisfactionScore <= this."
+    )
+    sentiment: SentimentLabel | None = strawberry.field(
+        default=None, description="Analysed conversations with this overall sentiment."
+    )
+    topic: str | None = strawberry.field(
+        default=None, description="Analysed conversations about this topic (normalised)."
+    )
+    resolved: bool | None = strawberry.field(
+        default=None, description="Analysed conversations that were (not) resolved."
+    )
+    analysis_status: AnalysisStatus | None = strawberry.field(
+        default=None, description="Conversations whose analysis is in this state."
+    )
 
     def to_domain(self) -> ConversationFilterModel:
         return ConversationFilterModel(
@@ -53,6 +86,15 @@ class ConversationFilter:
             agent=self.agent,
             search=self.search,
             chat_ids=tuple(self.chat_ids) if self.chat_ids is not None else None,
+            satisfied=self.satisfied,
+            min_satisfaction=self.min_satisfaction,
+            max_satisfaction=self.max_satisfaction,
+            sentiment=self.sentiment.value if self.sentiment is not None else None,
+            topic=self.topic,
+            resolved=self.resolved,
+            analysis_status=(
+                self.analysis_status.value if self.analysis_status is not None else None
+            ),
         )
 
 
@@ -66,6 +108,23 @@ class PageInfo:
     has_previous_page: bool
     start_cursor: str | None
     end_cursor: str | None
+
+
+def page_info(page: Page, after: str | None) -> PageInfo:
+    return PageInfo(
+        has_next_page=page.has_next_page,
+        has_previous_page=after is not None,
+        start_cursor=page.cursors[0] if page.cursors else None,
+        end_cursor=page.end_cursor,
+    )
+
+
+def parse_id(value: str) -> int | None:
+    """Numeric ids as clients send them; anything else names nothing."""
+    text = str(value).strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
 
 
 @strawberry.type(description="A message of a conversation.")
@@ -108,6 +167,65 @@ class MessageConnection:
     total_count: int = strawberry.field(description="Messages in the conversation.")
 
 
+@strawberry.type(description="What reading the conversation tells (scores: 1 worst, 5 best).")
+class ConversationAnalysis:
+    satisfaction_score: int = strawberry.field(
+        description="How satisfied the customer is at the end (1-5)."
+    )
+    is_satisfied: bool = strawberry.field(description="satisfactionScore >= 4.")
+    sentiment_score: int = strawberry.field(description="The customer's overall sentiment.")
+    initial_sentiment: int = strawberry.field(description="Of the first customer messages.")
+    final_sentiment: int = strawberry.field(description="Of the last customer messages.")
+    sentiment_label: SentimentLabel
+    resolved: bool = strawberry.field(
+        description="The issue was solved or the question answered in this conversation."
+    )
+    first_contact_resolution: bool = strawberry.field(description="resolved and contactCount == 1.")
+    effort_score: int = strawberry.field(
+        description="5 = effortless; 1 = the customer had to repeat, chase, re-explain."
+    )
+    summary: str
+    language: str = strawberry.field(description="ISO 639-1 code of the customer's messages.")
+    analyzer: str = strawberry.field(description="openai or lexicon.")
+    model: str
+    prompt_version: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    analyzed_at: dt.datetime
+    conversation_id: strawberry.Private[int]
+
+    @strawberry.field(description="1-3 normalised topic labels, most relevant first.")
+    async def topics(self, info: Info[Context, None]) -> list[str]:
+        return await info.context.topics_loader.load(self.conversation_id)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ConversationAnalysis | None:
+        if row.get("analyzed_at") is None or row.get("satisfaction_score") is None:
+            return None
+        return cls(
+            conversation_id=row["id"],
+            satisfaction_score=row["satisfaction_score"],
+            is_satisfied=bool(row["is_satisfied"]),
+            sentiment_score=row["sentiment_score"],
+            initial_sentiment=row["initial_sentiment"],
+            final_sentiment=row["final_sentiment"],
+            sentiment_label=SentimentLabelModel(row["sentiment_label"]),
+            resolved=bool(row["resolved"]),
+            first_contact_resolution=bool(row["first_contact_resolution"]),
+            effort_score=row["effort_score"],
+            summary=row["summary"],
+            language=row["language"],
+            analyzer=row["analyzer"],
+            model=row["model"],
+            prompt_version=row["prompt_version"],
+            input_tokens=row["input_tokens"],
+            output_tokens=row["output_tokens"],
+            cost_usd=row["cost_usd"],
+            analyzed_at=row["analyzed_at"],
+        )
+
+
 @strawberry.type(description="One chat, with its exactly measured metrics.")
 class Conversation:
     chat_id: str
@@ -118,7 +236,9 @@ class Conversation:
     bot_message_count: int
     first_message_at: dt.datetime
     last_message_at: dt.datetime
-    duration_minutes: float = strawberry.field(description="Last message time − first.")
+    duration_minutes: float = strawberry.field(
+        description="Minutes from the first message to the last."
+    )
     first_response_time_minutes: float | None = strawberry.field(
         description="First customer message to the first agent message at or after it; "
         "null when no agent replied. Bot messages never count as a response."
@@ -129,6 +249,16 @@ class Conversation:
     reply_count: int = strawberry.field(description="Reply events in the conversation.")
     contact_count: int = strawberry.field(
         description="1 + the gaps of at least the session gap between consecutive messages."
+    )
+    analysis_status: AnalysisStatus = strawberry.field(
+        description="PENDING until the current messages are analysed, then DONE or FAILED."
+    )
+    analysis_failure_reason: str | None = strawberry.field(
+        description="Why the last analysis failed, when analysisStatus is FAILED."
+    )
+    analysis: ConversationAnalysis | None = strawberry.field(
+        description="The latest analysis; null until analysed. While a re-analysis is "
+        "PENDING it is the previous one."
     )
     conversation_id: strawberry.Private[int]
 
@@ -152,12 +282,7 @@ class Conversation:
                 MessageEdge(cursor=cursor, node=Message.from_row(row))
                 for row, cursor in zip(page.rows, page.cursors, strict=True)
             ],
-            page_info=PageInfo(
-                has_next_page=page.has_next_page,
-                has_previous_page=after is not None,
-                start_cursor=page.cursors[0] if page.cursors else None,
-                end_cursor=page.end_cursor,
-            ),
+            page_info=page_info(page, after),
             total_count=self.message_count,
         )
 
@@ -178,6 +303,9 @@ class Conversation:
             avg_response_time_minutes=row["avg_response_time_minutes"],
             reply_count=row["reply_count"],
             contact_count=row["contact_count"],
+            analysis_status=AnalysisStatusModel(row.get("status") or "PENDING"),
+            analysis_failure_reason=row.get("failure_reason"),
+            analysis=ConversationAnalysis.from_row(row),
         )
 
 
@@ -200,6 +328,31 @@ class ConversationConnection:
         )
 
 
+def _percentage(part: int, whole: int) -> float | None:
+    return 100.0 * part / whole if whole else None
+
+
+def _fraction(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+@strawberry.type(description="Analysed conversations by overall sentiment.")
+class SentimentDistribution:
+    positive: int
+    neutral: int
+    negative: int
+    positive_fraction: float | None = strawberry.field(description="positive / analysed.")
+    neutral_fraction: float | None
+    negative_fraction: float | None
+
+
+@strawberry.type(description="How many analysed conversations are about a topic.")
+class TopicCount:
+    topic: str
+    count: int
+    percentage: float | None = strawberry.field(description="100 × count / analysed conversations.")
+
+
 @strawberry.type(description="Aggregates over the selected conversations.")
 class Metrics:
     total_conversations: int
@@ -220,10 +373,64 @@ class Metrics:
     median_response_time_minutes: float | None
     p90_response_time_minutes: float | None
     reply_count: int = strawberry.field(description="Number of reply events.")
+    analyzed_conversations: int = strawberry.field(
+        description="Conversations whose current analysis is DONE."
+    )
+    csat_percentage: float | None = strawberry.field(
+        description="100 × satisfied / analysed; null when nothing is analysed."
+    )
+    fcr_percentage: float | None = strawberry.field(
+        description="100 × first-contact resolutions / analysed."
+    )
+    resolution_rate: float | None = strawberry.field(description="100 × resolved / analysed.")
+    avg_satisfaction_score: float | None
+    avg_sentiment_score: float | None
+    avg_effort_score: float | None
+    sentiment_distribution: SentimentDistribution
+    input_tokens: int = strawberry.field(description="Tokens read by the current analyses.")
+    output_tokens: int
+    cost_usd: float = strawberry.field(description="USD spent on the current analyses.")
+    selection: strawberry.Private[ConversationFilterModel | None]
+
+    @strawberry.field(description="Most frequent topics of the analysed conversations.")
+    async def top_topics(self, info: Info[Context, None], limit: int = 10) -> list[TopicCount]:
+        counts = await info.context.services.conversations.top_topics(
+            info.context.tenant_id, self.selection, limit=limit
+        )
+        return [
+            TopicCount(
+                topic=topic,
+                count=count,
+                percentage=_percentage(count, self.analyzed_conversations),
+            )
+            for topic, count in counts
+        ]
 
     @classmethod
-    def from_totals(cls, totals: ConversationTotals) -> Metrics:
+    def from_totals(
+        cls, totals: ConversationTotals, selection: ConversationFilterModel | None
+    ) -> Metrics:
+        analyzed = totals.analyzed_conversations
         return cls(
+            selection=selection,
+            analyzed_conversations=analyzed,
+            csat_percentage=_percentage(totals.satisfied_conversations, analyzed),
+            fcr_percentage=_percentage(totals.first_contact_resolutions, analyzed),
+            resolution_rate=_percentage(totals.resolved_conversations, analyzed),
+            avg_satisfaction_score=totals.avg_satisfaction_score,
+            avg_sentiment_score=totals.avg_sentiment_score,
+            avg_effort_score=totals.avg_effort_score,
+            sentiment_distribution=SentimentDistribution(
+                positive=totals.positive_conversations,
+                neutral=totals.neutral_conversations,
+                negative=totals.negative_conversations,
+                positive_fraction=_fraction(totals.positive_conversations, analyzed),
+                neutral_fraction=_fraction(totals.neutral_conversations, analyzed),
+                negative_fraction=_fraction(totals.negative_conversations, analyzed),
+            ),
+            input_tokens=totals.input_tokens,
+            output_tokens=totals.output_tokens,
+            cost_usd=totals.cost_usd,
             total_conversations=totals.total_conversations,
             total_messages=totals.total_messages,
             customer_messages=totals.customer_messages,
@@ -241,6 +448,63 @@ class Metrics:
         )
 
 
+@strawberry.type(description="The background analysis of one upload's conversations.")
+class AnalysisJob:
+    id: strawberry.ID
+    status: JobStatus
+    total: int = strawberry.field(description="Conversations the job covers.")
+    processed: int = strawberry.field(description="analyzed + cached + failed.")
+    analyzed: int = strawberry.field(description="Conversations sent to the analyzer.")
+    cached: int = strawberry.field(
+        description="Conversations whose analysis was still current (no analyzer call)."
+    )
+    failed: int
+    forced: int = strawberry.field(description="Conversations re-analysed by forceReprocess.")
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    error: str | None = strawberry.field(description="Why the job stopped, when it FAILED.")
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> AnalysisJob:
+        return cls(
+            id=strawberry.ID(str(row["id"])),
+            status=JobStatusModel(row["status"]),
+            total=row["total"],
+            processed=row["analyzed"] + row["cached"] + row["failed"],
+            analyzed=row["analyzed"],
+            cached=row["cached"],
+            failed=row["failed"],
+            forced=row["forced"],
+            input_tokens=row["input_tokens"],
+            output_tokens=row["output_tokens"],
+            cost_usd=row["cost_usd"],
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            error=row["error"],
+        )
+
+
+@strawberry.type
+class AnalysisJobEdge:
+    cursor: str
+    node: AnalysisJob
+
+
+@strawberry.type(description="Analysis jobs, newest first.")
+class AnalysisJobConnection:
+    edges: list[AnalysisJobEdge]
+    page_info: PageInfo
+
+    @strawberry.field(description="All of the tenant's jobs.")
+    async def total_count(self, info: Info[Context, None]) -> int:
+        return await info.context.services.jobs.count(info.context.tenant_id)
+
+
 @strawberry.type(description="A record of the upload that was skipped, and why.")
 class RecordError:
     chat_id: str | None
@@ -248,8 +512,9 @@ class RecordError:
     message: str
 
 
-@strawberry.type(description="What an upload did. Received = stored + duplicates + "
-                 "autoresponses + invalid.")
+@strawberry.type(
+    description="What an upload did. Received = stored + duplicates + autoresponses + invalid."
+)
 class UploadChatsPayload:
     conversations_received: int = strawberry.field(description="Chat arrays in the file.")
     messages_received: int = strawberry.field(description="Records in the file.")
@@ -267,6 +532,22 @@ class UploadChatsPayload:
     errors_truncated: bool = strawberry.field(
         description="True when more records were invalid than `errors` lists."
     )
+    analysis_queued: int = strawberry.field(
+        description="Conversations queued for analysis (new, changed, or forced)."
+    )
+    analysis_cached: int = strawberry.field(
+        description="Unchanged conversations whose analysis is still current."
+    )
+    analysis_forced: int = strawberry.field(
+        description="Queued conversations that bypass the cache (forceReprocess)."
+    )
+    job_id: strawberry.Private[int]
+
+    @strawberry.field(description="The background analysis of this upload.")
+    async def job(self, info: Info[Context, None]) -> AnalysisJob:
+        row = await info.context.services.jobs.get(info.context.tenant_id, self.job_id)
+        assert row is not None, "an upload's job is stored with the upload"
+        return AnalysisJob.from_row(row)
 
     @classmethod
     def from_report(cls, report: UploadReport) -> UploadChatsPayload:
@@ -279,7 +560,13 @@ class UploadChatsPayload:
             invalid_records=report.invalid_records,
             conversations_created=report.conversations_created,
             conversations_updated=report.conversations_updated,
-            errors=[RecordError(chat_id=e.chat_id, index=e.index, message=e.message)
-                    for e in report.errors],
+            errors=[
+                RecordError(chat_id=e.chat_id, index=e.index, message=e.message)
+                for e in report.errors
+            ],
             errors_truncated=report.errors_truncated,
+            analysis_queued=report.analysis_queued,
+            analysis_cached=report.analysis_cached,
+            analysis_forced=report.analysis_forced,
+            job_id=report.job_id or 0,
         )

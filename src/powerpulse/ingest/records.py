@@ -97,12 +97,15 @@ def parse_timestamp(value: Any) -> datetime:
         text = value.strip()
         if not text:
             raise InvalidRecord("SOCIAL_CREATE_TIME is empty")
+        shown = text if len(text) <= 40 else text[:40] + "…"
         try:
             moment = datetime.fromisoformat(text)
         except ValueError as exc:
-            shown = text if len(text) <= 40 else text[:40] + "…"
             raise InvalidRecord(f"SOCIAL_CREATE_TIME {shown!r} is not a valid timestamp") from exc
-        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        try:
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        except OverflowError as exc:  # e.g. 9999-12-31T23:00-05:00 is past datetime.max in UTC
+            raise InvalidRecord(f"SOCIAL_CREATE_TIME {shown!r} is out of range") from exc
     else:
         raise InvalidRecord("SOCIAL_CREATE_TIME must be a string or a number")
     if not EARLIEST_PLAUSIBLE <= moment < LATEST_PLAUSIBLE:

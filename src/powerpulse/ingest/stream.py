@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import re
+from array import array
 from collections.abc import Iterator
+from itertools import accumulate
 from typing import IO, Any
 
 import ijson
@@ -11,6 +14,9 @@ import ijson
 from ..errors import ConfigurationError, InvalidUpload
 
 FAST_BACKENDS = ("yajl2_c",)
+# An export nests three levels (object, chat array, record) plus whatever unknown fields
+# hold. The parser's memory grows with the square of the depth, so deeper input is refused.
+MAX_NESTING_DEPTH = 64
 _PEEK_BYTES = 64 * 1024
 _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -48,6 +54,73 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
+# Structure only: quotes and brackets survive, everything else vanishes.
+_STRUCTURE = bytes(set(range(256)) - set(b'"[]{}'))
+# Opening brackets become +1, closing ones -1 (read as signed bytes).
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_STRING_WITH_BRACKETS = re.compile(rb'"[^"]*"')
+
+
+class _DepthGuard(io.RawIOBase):
+    """Passes bytes through while tracking JSON nesting depth outside strings.
+
+    Every step is a C-speed bytes operation: escapes are removed, each chunk is reduced
+    to its quotes and brackets, adjacent quote pairs (strings holding no bracket) drop
+    out, the rare strings that hold brackets are cut, and the depth is a running sum.
+    """
+
+    def __init__(self, source: IO[bytes], max_depth: int = MAX_NESTING_DEPTH) -> None:
+        self._source = source
+        self._max_depth = max_depth
+        self._depth = 0
+        self._in_string = False
+        self._escape_pending = False  # the previous chunk ended on an unpaired backslash
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._source.read(len(buffer))
+        size = len(data)
+        buffer[:size] = data
+        if size:
+            self._inspect(bytes(data))
+        return size
+
+    def _inspect(self, chunk: bytes) -> None:
+        if self._escape_pending:
+            chunk = chunk[1:]
+            self._escape_pending = False
+        if b"\\" in chunk:
+            chunk = chunk.replace(b"\\\\", b"")
+            if chunk.endswith(b"\\"):
+                chunk = chunk[:-1]
+                self._escape_pending = True
+            chunk = chunk.replace(b'\\"', b"")
+        skeleton = chunk.translate(None, _STRUCTURE)
+        if self._in_string:
+            skeleton = b'"' + skeleton
+        # Removing an adjacent pair of quotes never changes what lies outside strings.
+        skeleton = skeleton.replace(b'""', b"")
+        if b'"' in skeleton:
+            skeleton = _STRING_WITH_BRACKETS.sub(b"", skeleton)
+            opening = skeleton.find(b'"')
+            self._in_string = opening != -1
+            if self._in_string:
+                skeleton = skeleton[:opening]
+        else:
+            self._in_string = False
+        steps = array("b", skeleton.translate(_STEPS))
+        if not steps:
+            return
+        deepest = max(accumulate(steps, initial=self._depth))
+        if deepest > self._max_depth:
+            raise InvalidUpload(
+                f"the file nests JSON values more than {self._max_depth} levels deep"
+            )
+        self._depth += sum(steps)
+
+
 def _open_top_level(stream: IO[bytes]) -> IO[bytes]:
     head = stream.read(_PEEK_BYTES)
     if head.startswith(_UTF8_BOM):
@@ -71,7 +144,8 @@ def _open_top_level(stream: IO[bytes]) -> IO[bytes]:
         raise InvalidUpload(
             f"the top-level JSON value is {kind}; expected an object of chat id → messages"
         )
-    return io.BufferedReader(_Prefixed(head, stream), buffer_size=_PEEK_BYTES)
+    guarded = _DepthGuard(_Prefixed(head, stream))
+    return io.BufferedReader(guarded, buffer_size=_PEEK_BYTES)
 
 
 def iter_chats(stream: IO[bytes]) -> Iterator[tuple[str, list[Any]]]:

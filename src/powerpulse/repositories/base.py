@@ -34,6 +34,31 @@ class Repository:
     def is_postgres(self) -> bool:
         return self.connection.dialect.name == "postgresql"
 
+    async def upsert(
+        self,
+        table: Any,
+        rows: Sequence[dict[str, Any]],
+        *,
+        key: Sequence[str],
+        update: Sequence[str],
+    ) -> None:
+        """Insert rows, or overwrite `update` columns where `key` already exists."""
+        if not rows:
+            return
+        if self.is_postgres:
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        statement = insert(table)
+        if update:
+            statement = statement.on_conflict_do_update(
+                index_elements=list(key),
+                set_={column: statement.excluded[column] for column in update},
+            )
+        else:
+            statement = statement.on_conflict_do_nothing(index_elements=list(key))
+        await self.connection.execute(statement, list(rows))
+
     async def percentiles(
         self, values: Select[Any], ranks: Sequence[Fraction]
     ) -> list[float | None]:
@@ -45,10 +70,7 @@ class Repository:
         column = source.c[0]
         if self.is_postgres:
             statement = select(
-                *(
-                    func.percentile_cont(rank.value).within_group(column)
-                    for rank in ranks
-                )
+                *(func.percentile_cont(rank.value).within_group(column) for rank in ranks)
             ).where(column.is_not(None))
             row = (await self.connection.execute(statement)).one()
             return [None if value is None else float(value) for value in row]

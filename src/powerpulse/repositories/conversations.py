@@ -16,10 +16,19 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    true,
     update,
 )
 
-from ..models import Conversation, ConversationAgent, Message, ReplyEvent
+from ..models import (
+    AnalysisStatus,
+    Conversation,
+    ConversationAgent,
+    ConversationAnalysis,
+    ConversationTopic,
+    Message,
+    ReplyEvent,
+)
 from ..services.filters import ConversationCriteria, ConversationOrder
 from .base import MEDIAN, P90, Repository
 from .keyset import Ordering, SortKey
@@ -28,8 +37,21 @@ conversations = Conversation.__table__  # type: ignore[attr-defined]
 conversation_agents = ConversationAgent.__table__  # type: ignore[attr-defined]
 reply_events = ReplyEvent.__table__  # type: ignore[attr-defined]
 messages = Message.__table__  # type: ignore[attr-defined]
+analyses = ConversationAnalysis.__table__  # type: ignore[attr-defined]
+topics = ConversationTopic.__table__  # type: ignore[attr-defined]
 
 _c = conversations.c
+_a = analyses.c
+# Every conversation query reads through this join; an analysis is 1:1 with its conversation.
+SOURCE = conversations.outerjoin(
+    analyses, and_(_a.conversation_id == _c.id, _a.tenant_id == _c.tenant_id)
+)
+ANALYSIS_COLUMNS = tuple(
+    column
+    for column in analyses.c
+    if column.key not in {"conversation_id", "tenant_id", "updated_at"}
+)
+_DONE = _a.status == AnalysisStatus.DONE.value
 ORDERINGS: dict[ConversationOrder, Ordering] = {
     ConversationOrder.LAST_MESSAGE_DESC: Ordering(
         "last_desc",
@@ -58,6 +80,20 @@ ORDERINGS: dict[ConversationOrder, Ordering] = {
     ),
     ConversationOrder.DURATION_DESC: Ordering(
         "duration_desc", (SortKey(_c.duration_minutes, True), SortKey(_c.id, True))
+    ),
+    ConversationOrder.SATISFACTION_ASC: Ordering(
+        "csat_asc", (SortKey(_a.satisfaction_score, nullable=True), SortKey(_c.id))
+    ),
+    ConversationOrder.SATISFACTION_DESC: Ordering(
+        "csat_desc",
+        (SortKey(_a.satisfaction_score, True, nullable=True), SortKey(_c.id, True)),
+    ),
+    ConversationOrder.SENTIMENT_ASC: Ordering(
+        "sentiment_asc", (SortKey(_a.sentiment_score, nullable=True), SortKey(_c.id))
+    ),
+    ConversationOrder.SENTIMENT_DESC: Ordering(
+        "sentiment_desc",
+        (SortKey(_a.sentiment_score, True, nullable=True), SortKey(_c.id, True)),
     ),
 }
 
@@ -95,6 +131,19 @@ class ConversationTotals:
     p90_first_response_time_minutes: float | None
     median_response_time_minutes: float | None
     p90_response_time_minutes: float | None
+    analyzed_conversations: int
+    satisfied_conversations: int
+    first_contact_resolutions: int
+    resolved_conversations: int
+    avg_satisfaction_score: float | None
+    avg_sentiment_score: float | None
+    avg_effort_score: float | None
+    positive_conversations: int
+    neutral_conversations: int
+    negative_conversations: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
 
 
 def _escape_like(text: str) -> str:
@@ -122,6 +171,29 @@ class ConversationRepository(Repository):
                     conversation_agents.c.agent == criteria.agent,
                 )
             )
+        if criteria.satisfied is not None:
+            clauses.append(and_(_DONE, _a.is_satisfied.is_(criteria.satisfied)))
+        if criteria.min_satisfaction is not None:
+            clauses.append(and_(_DONE, _a.satisfaction_score >= criteria.min_satisfaction))
+        if criteria.max_satisfaction is not None:
+            clauses.append(and_(_DONE, _a.satisfaction_score <= criteria.max_satisfaction))
+        if criteria.sentiment is not None:
+            clauses.append(and_(_DONE, _a.sentiment_label == criteria.sentiment))
+        if criteria.resolved is not None:
+            clauses.append(and_(_DONE, _a.resolved.is_(criteria.resolved)))
+        if criteria.analysis_status is not None:
+            clauses.append(
+                func.coalesce(_a.status, AnalysisStatus.PENDING.value) == criteria.analysis_status
+            )
+        if criteria.topic is not None:
+            clauses.append(_DONE)
+            clauses.append(
+                exists().where(
+                    topics.c.conversation_id == _c.id,
+                    topics.c.tenant_id == tenant_id,
+                    topics.c.topic == criteria.topic,
+                )
+            )
         if criteria.search is not None:
             pattern = f"%{_escape_like(criteria.search)}%"
             clauses.append(
@@ -134,16 +206,34 @@ class ConversationRepository(Repository):
         return clauses
 
     def matching_ids(self, tenant_id: int, criteria: ConversationCriteria) -> Any:
-        return select(_c.id).where(*self.conditions(tenant_id, criteria))
+        return select(_c.id).select_from(SOURCE).where(*self.conditions(tenant_id, criteria))
+
+    def _rows(self) -> Any:
+        """Conversation columns plus its analysis, as one row."""
+        return select(conversations, *ANALYSIS_COLUMNS).select_from(SOURCE)
 
     # -- reads -----------------------------------------------------------------------
     async def get_by_chat_id(self, tenant_id: int, chat_id: str) -> Mapping[str, Any] | None:
         row = (
-            await self.connection.execute(
-                select(conversations).where(_c.tenant_id == tenant_id, _c.chat_id == chat_id)
+            (
+                await self.connection.execute(
+                    self._rows().where(_c.tenant_id == tenant_id, _c.chat_id == chat_id)
+                )
             )
-        ).mappings().first()
+            .mappings()
+            .first()
+        )
         return row
+
+    async def by_ids(
+        self, tenant_id: int, conversation_ids: Sequence[int]
+    ) -> dict[int, Mapping[str, Any]]:
+        if not conversation_ids:
+            return {}
+        rows = await self.connection.execute(
+            select(conversations).where(_c.tenant_id == tenant_id, _c.id.in_(conversation_ids))
+        )
+        return {row["id"]: row for row in rows.mappings()}
 
     async def agents_for(
         self, tenant_id: int, conversation_ids: Sequence[int]
@@ -174,7 +264,7 @@ class ConversationRepository(Repository):
     ) -> tuple[list[Mapping[str, Any]], bool, Ordering]:
         """One page plus whether more follow; reads `first + 1` rows, never an offset."""
         ordering = ORDERINGS[order]
-        statement = select(conversations).where(*self.conditions(tenant_id, criteria))
+        statement = self._rows().where(*self.conditions(tenant_id, criteria))
         if after is not None:
             statement = statement.where(ordering.after(after))
         statement = statement.order_by(*ordering.order_by()).limit(first + 1)
@@ -182,13 +272,23 @@ class ConversationRepository(Repository):
         return rows[:first], len(rows) > first, ordering
 
     async def count(self, tenant_id: int, criteria: ConversationCriteria) -> int:
-        statement = select(func.count()).select_from(conversations)
+        statement = select(func.count()).select_from(SOURCE)
         statement = statement.where(*self.conditions(tenant_id, criteria))
         return int((await self.connection.execute(statement)).scalar_one())
 
     async def totals(self, tenant_id: int, criteria: ConversationCriteria) -> ConversationTotals:
         """Every conversation-level aggregate of the selection, computed in the database."""
         where = self.conditions(tenant_id, criteria)
+
+        def done_count(condition: Any) -> Any:
+            return func.coalesce(func.sum(case((and_(_DONE, condition), 1), else_=0)), 0)
+
+        def done_avg(column: Any) -> Any:
+            return func.avg(case((_DONE, column), else_=None))
+
+        def done_sum(column: Any) -> Any:
+            return func.coalesce(func.sum(case((_DONE, column), else_=0)), 0)
+
         repeat = func.sum(case((_c.contact_count > 1, 1), else_=0))
         row = (
             await self.connection.execute(
@@ -200,7 +300,22 @@ class ConversationRepository(Repository):
                     func.coalesce(func.sum(_c.bot_message_count), 0),
                     func.coalesce(repeat, 0),
                     func.avg(_c.first_response_time_minutes),
-                ).where(*where)
+                    done_count(true()),
+                    done_count(_a.is_satisfied.is_(True)),
+                    done_count(_a.first_contact_resolution.is_(True)),
+                    done_count(_a.resolved.is_(True)),
+                    done_avg(_a.satisfaction_score),
+                    done_avg(_a.sentiment_score),
+                    done_avg(_a.effort_score),
+                    done_count(_a.sentiment_label == "POSITIVE"),
+                    done_count(_a.sentiment_label == "NEUTRAL"),
+                    done_count(_a.sentiment_label == "NEGATIVE"),
+                    done_sum(_a.input_tokens),
+                    done_sum(_a.output_tokens),
+                    done_sum(_a.cost_usd),
+                )
+                .select_from(SOURCE)
+                .where(*where)
             )
         ).one()
         selected = self.matching_ids(tenant_id, criteria)
@@ -221,7 +336,8 @@ class ConversationRepository(Repository):
             )
         ).scalar_one()
         frt_median, frt_p90 = await self.percentiles(
-            select(_c.first_response_time_minutes).where(*where), (MEDIAN, P90)
+            select(_c.first_response_time_minutes).select_from(SOURCE).where(*where),
+            (MEDIAN, P90),
         )
         reply_median, reply_p90 = await self.percentiles(
             select(reply_events.c.response_minutes).where(
@@ -245,7 +361,35 @@ class ConversationRepository(Repository):
             p90_first_response_time_minutes=frt_p90,
             median_response_time_minutes=reply_median,
             p90_response_time_minutes=reply_p90,
+            analyzed_conversations=int(row[7]),
+            satisfied_conversations=int(row[8]),
+            first_contact_resolutions=int(row[9]),
+            resolved_conversations=int(row[10]),
+            avg_satisfaction_score=_float(row[11]),
+            avg_sentiment_score=_float(row[12]),
+            avg_effort_score=_float(row[13]),
+            positive_conversations=int(row[14]),
+            neutral_conversations=int(row[15]),
+            negative_conversations=int(row[16]),
+            input_tokens=int(row[17]),
+            output_tokens=int(row[18]),
+            cost_usd=float(row[19]),
         )
+
+    async def top_topics(
+        self, tenant_id: int, criteria: ConversationCriteria, *, limit: int
+    ) -> list[tuple[str, int]]:
+        """Most frequent topics among the selection's analysed conversations."""
+        selected = self.matching_ids(tenant_id, criteria).where(_DONE)
+        count = func.count().label("conversations")
+        rows = await self.connection.execute(
+            select(topics.c.topic, count)
+            .where(topics.c.tenant_id == tenant_id, topics.c.conversation_id.in_(selected))
+            .group_by(topics.c.topic)
+            .order_by(count.desc(), topics.c.topic)
+            .limit(limit)
+        )
+        return [(topic, int(conversations)) for topic, conversations in rows]
 
     # -- ingest ----------------------------------------------------------------------
     async def ids_by_chat_id(self, tenant_id: int, chat_ids: Iterable[str]) -> dict[str, int]:
@@ -257,9 +401,7 @@ class ConversationRepository(Repository):
         )
         return {chat_id: conversation_id for chat_id, conversation_id in rows}
 
-    async def insert_many(
-        self, tenant_id: int, rows: Sequence[dict[str, Any]]
-    ) -> dict[str, int]:
+    async def insert_many(self, tenant_id: int, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
         """Insert new conversations; returns their ids by chat id."""
         if not rows:
             return {}
@@ -269,9 +411,7 @@ class ConversationRepository(Repository):
         )
         return {chat_id: conversation_id for chat_id, conversation_id in result}
 
-    async def update_measurements(
-        self, tenant_id: int, rows: Sequence[dict[str, Any]]
-    ) -> None:
+    async def update_measurements(self, tenant_id: int, rows: Sequence[dict[str, Any]]) -> None:
         """Overwrite the stored measurements of existing conversations (rows carry `id`)."""
         if not rows:
             return

@@ -5,12 +5,23 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, false, or_, tuple_
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Float,
+    Integer,
+    and_,
+    case,
+    false,
+    or_,
+    tuple_,
+)
 
 from ..errors import BadUserInput
 
@@ -63,23 +74,50 @@ class Ordering:
             if key.is_datetime and value is not None:
                 try:
                     value = datetime.fromisoformat(value)
-                except (TypeError, ValueError) as exc:
+                    value = value.astimezone(UTC) if value.tzinfo else value
+                except (TypeError, ValueError, OverflowError) as exc:
                     raise BadUserInput("the cursor `after` is not valid") from exc
-            elif value is not None and not isinstance(value, (int, float, str)):
-                raise BadUserInput("the cursor `after` is not valid")
+            elif value is not None:
+                value = _checked_value(key, value)
             decoded.append(value)
         return decoded
 
     def after(self, cursor: str) -> ColumnElement[bool]:
         """Rows strictly after the cursor's row in this ordering."""
         values = self.decode(cursor)
-        if not any(key.nullable for key in self.keys) and len(
-            {key.descending for key in self.keys}
-        ) == 1:
+        if (
+            not any(key.nullable for key in self.keys)
+            and len({key.descending for key in self.keys}) == 1
+        ):
             columns = tuple_(*(key.column for key in self.keys))
             bound = tuple_(*values)
             return columns < bound if self.keys[0].descending else columns > bound
         return _lexicographic_after(self.keys, values)
+
+
+# Cursors come from clients: a value the column cannot hold must be refused here, not
+# reach the database as a bind error (a 500 on PostgreSQL, an OverflowError on SQLite).
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _checked_value(key: SortKey, value: Any) -> Any:
+    column_type = key.column.type
+    invalid = BadUserInput("the cursor `after` is not valid")
+    if isinstance(column_type, Integer):
+        low, high = _INT64 if isinstance(column_type, BigInteger) else _INT32
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise invalid
+        return value
+    if isinstance(column_type, Float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise invalid
+        if not math.isfinite(value):
+            raise invalid
+        return float(value)
+    if not isinstance(value, str):
+        raise invalid
+    return value
 
 
 def _lexicographic_after(keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[bool]:

@@ -16,8 +16,15 @@ _m = messages.c
 
 TIME_ORDER = Ordering("time", (SortKey(_m.sent_at, is_datetime=True), SortKey(_m.id)))
 
-FACT_COLUMNS = (_m.id, _m.conversation_id, _m.message_key, _m.sender, _m.sent_at,
-                _m.agent_username, _m.agent_email)
+FACT_COLUMNS = (
+    _m.id,
+    _m.conversation_id,
+    _m.message_key,
+    _m.sender,
+    _m.sent_at,
+    _m.agent_username,
+    _m.agent_email,
+)
 
 
 class MessageRepository(Repository):
@@ -33,6 +40,29 @@ class MessageRepository(Repository):
             .order_by(_m.conversation_id, _m.sent_at, _m.id)
         )
         return list(rows.mappings())
+
+    async def transcripts_for(
+        self, tenant_id: int, conversation_ids: Sequence[int]
+    ) -> dict[int, list[Mapping[str, Any]]]:
+        """What an analyzer reads of each conversation, in time order."""
+        found: dict[int, list[Mapping[str, Any]]] = {cid: [] for cid in conversation_ids}
+        if not conversation_ids:
+            return found
+        rows = await self.connection.execute(
+            select(
+                _m.conversation_id,
+                _m.sender,
+                _m.sent_at,
+                _m.content,
+                _m.agent_username,
+                _m.agent_email,
+            )
+            .where(_m.tenant_id == tenant_id, _m.conversation_id.in_(conversation_ids))
+            .order_by(_m.conversation_id, _m.sent_at, _m.id)
+        )
+        for row in rows.mappings():
+            found[row["conversation_id"]].append(row)
+        return found
 
     async def insert_many(self, tenant_id: int, rows: Sequence[dict[str, Any]]) -> None:
         if rows:

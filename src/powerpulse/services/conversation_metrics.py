@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Protocol
 
 from ..models import SenderKind
@@ -68,9 +69,7 @@ def measure_conversation(
         raise ValueError("a conversation has at least one message")
     kinds = Counter(message.sender for message in messages)
 
-    first_customer_at = next(
-        (m.sent_at for m in messages if m.sender is SenderKind.CUSTOMER), None
-    )
+    first_customer_at = next((m.sent_at for m in messages if m.sender is SenderKind.CUSTOMER), None)
     first_response_time: float | None = None
     first_response_agent: str | None = None
     if first_customer_at is not None:
@@ -101,9 +100,7 @@ def measure_conversation(
                 waiting_since = None
 
     gaps = sum(
-        1
-        for earlier, later in zip(messages, messages[1:], strict=False)
-        if later.sent_at - earlier.sent_at >= session_gap
+        1 for earlier, later in pairwise(messages) if later.sent_at - earlier.sent_at >= session_gap
     )
     first_at = messages[0].sent_at
     last_at = messages[-1].sent_at

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..db import Database
 from ..errors import BadUserInput
+from ..repositories.analyses import AnalysisRepository
 from ..repositories.conversations import ConversationRepository, ConversationTotals
 from ..repositories.messages import MessageRepository
 from ..settings import Settings
@@ -27,15 +28,18 @@ class Page:
         return self.cursors[-1] if self.cursors else None
 
 
+MAX_TOPIC_LIMIT = 100
+
+
+def check_page_size(first: int, limit: int) -> None:
+    if first < 0 or first > limit:
+        raise BadUserInput(f"`first` must be between 0 and {limit}, got {first}")
+
+
 class ConversationService:
     def __init__(self, database: Database, settings: Settings) -> None:
         self._database = database
         self._settings = settings
-
-    def check_page_size(self, first: int) -> None:
-        limit = self._settings.max_page_size
-        if first < 0 or first > limit:
-            raise BadUserInput(f"`first` must be between 0 and {limit}, got {first}")
 
     async def metrics(
         self, tenant_id: int, selection: ConversationFilter | None
@@ -53,7 +57,7 @@ class ConversationService:
         first: int,
         after: str | None,
     ) -> Page:
-        self.check_page_size(first)
+        check_page_size(first, self._settings.max_page_size)
         criteria = resolve_filter(selection, self._settings.zone)
         async with self._database.read() as connection:
             rows, has_next, ordering = await ConversationRepository(connection).page(
@@ -72,14 +76,27 @@ class ConversationService:
 
     async def agents(self, tenant_id: int, conversation_ids: list[int]) -> dict[int, list[str]]:
         async with self._database.read() as connection:
-            return await ConversationRepository(connection).agents_for(
-                tenant_id, conversation_ids
+            return await ConversationRepository(connection).agents_for(tenant_id, conversation_ids)
+
+    async def topics(self, tenant_id: int, conversation_ids: list[int]) -> dict[int, list[str]]:
+        async with self._database.read() as connection:
+            return await AnalysisRepository(connection).topics_for(tenant_id, conversation_ids)
+
+    async def top_topics(
+        self, tenant_id: int, selection: ConversationFilter | None, *, limit: int
+    ) -> list[tuple[str, int]]:
+        if not 1 <= limit <= MAX_TOPIC_LIMIT:
+            raise BadUserInput(f"`limit` must be between 1 and {MAX_TOPIC_LIMIT}, got {limit}")
+        criteria = resolve_filter(selection, self._settings.zone)
+        async with self._database.read() as connection:
+            return await ConversationRepository(connection).top_topics(
+                tenant_id, criteria, limit=limit
             )
 
     async def messages(
         self, tenant_id: int, conversation_id: int, *, first: int, after: str | None
     ) -> Page:
-        self.check_page_size(first)
+        check_page_size(first, self._settings.max_page_size)
         async with self._database.read() as connection:
             rows, has_next, ordering = await MessageRepository(connection).page(
                 tenant_id, conversation_id, first=first, after=after

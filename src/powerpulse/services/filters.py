@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from ..analysis.schema import normalise_topic
 from ..errors import BadUserInput
 
 MAX_CHAT_IDS = 1000
@@ -22,6 +23,10 @@ class ConversationOrder(enum.Enum):
     FIRST_RESPONSE_TIME_DESC = "FIRST_RESPONSE_TIME_DESC"
     FIRST_RESPONSE_TIME_ASC = "FIRST_RESPONSE_TIME_ASC"
     DURATION_DESC = "DURATION_DESC"
+    SATISFACTION_ASC = "SATISFACTION_ASC"
+    SATISFACTION_DESC = "SATISFACTION_DESC"
+    SENTIMENT_ASC = "SENTIMENT_ASC"
+    SENTIMENT_DESC = "SENTIMENT_DESC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +38,13 @@ class ConversationFilter:
     agent: str | None = None
     search: str | None = None
     chat_ids: tuple[str, ...] | None = None
+    satisfied: bool | None = None
+    min_satisfaction: int | None = None
+    max_satisfaction: int | None = None
+    sentiment: str | None = None
+    topic: str | None = None
+    resolved: bool | None = None
+    analysis_status: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +56,13 @@ class ConversationCriteria:
     agent: str | None = None
     search: str | None = None
     chat_ids: tuple[str, ...] | None = None
+    satisfied: bool | None = None
+    min_satisfaction: int | None = None
+    max_satisfaction: int | None = None
+    sentiment: str | None = None
+    topic: str | None = None
+    resolved: bool | None = None
+    analysis_status: str | None = None
 
 
 def local_midnight(day: date, zone: ZoneInfo) -> datetime:
@@ -74,6 +93,13 @@ def resolve_filter(selection: ConversationFilter | None, zone: ZoneInfo) -> Conv
     if search is not None and len(search) > MAX_SEARCH_LENGTH:
         raise BadUserInput(f"search accepts at most {MAX_SEARCH_LENGTH} characters")
     agent = selection.agent.strip() if selection.agent is not None else None
+    for name, score in (
+        ("minSatisfaction", selection.min_satisfaction),
+        ("maxSatisfaction", selection.max_satisfaction),
+    ):
+        if score is not None and not 1 <= score <= 5:
+            raise BadUserInput(f"{name} must be between 1 and 5, got {score}")
+    topic = normalise_topic(selection.topic) if selection.topic is not None else None
     return ConversationCriteria(
         first_message_from=(
             local_midnight(selection.start_date, zone) if selection.start_date else None
@@ -82,4 +108,11 @@ def resolve_filter(selection: ConversationFilter | None, zone: ZoneInfo) -> Conv
         agent=agent or None,
         search=search or None,
         chat_ids=selection.chat_ids,
+        satisfied=selection.satisfied,
+        min_satisfaction=selection.min_satisfaction,
+        max_satisfaction=selection.max_satisfaction,
+        sentiment=selection.sentiment,
+        topic=topic or None,
+        resolved=selection.resolved,
+        analysis_status=selection.analysis_status,
     )

@@ -21,8 +21,10 @@ from ..ingest.records import (
     normalise_record,
 )
 from ..ingest.stream import iter_chats
-from ..models import SenderKind, utcnow
+from ..models import AnalysisStatus, SenderKind, utcnow
+from ..repositories.analyses import AnalysisRepository
 from ..repositories.conversations import ConversationRepository
+from ..repositories.jobs import JobRepository
 from ..repositories.messages import MessageRepository
 from ..settings import Settings
 from .conversation_metrics import measure_conversation
@@ -47,6 +49,10 @@ class UploadReport:
     conversations_updated: int = 0
     errors: list[RecordError] = field(default_factory=list)
     errors_truncated: bool = False
+    job_id: int | None = None
+    analysis_queued: int = 0
+    analysis_cached: int = 0
+    analysis_forced: int = 0
 
 
 @dataclass(slots=True)
@@ -121,51 +127,130 @@ class ChatReader:
 
 
 class IngestService:
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings,
+        *,
+        analyzer_fingerprint: str,
+        on_work_queued: Callable[[], None] | None = None,
+    ) -> None:
         self._database = database
         self._settings = settings
-        # SQLite has one writer; queueing uploads here beats failing them on a lock timeout.
-        self._write_lock = asyncio.Lock() if database.is_sqlite else None
+        self._fingerprint = analyzer_fingerprint
+        self._on_work_queued = on_work_queued
 
     async def ingest(
         self,
         tenant_id: int,
         stream: IO[bytes],
         *,
+        force_reprocess: bool = False,
         progress: ProgressCallback | None = None,
     ) -> UploadReport:
-        """Store an export. Raises InvalidUpload (nothing stored) for a broken file."""
-        if self._write_lock is None:
-            return await self._ingest(tenant_id, stream, progress)
-        async with self._write_lock:
-            return await self._ingest(tenant_id, stream, progress)
+        """Store an export and queue its analysis job, all in one transaction.
 
-    async def _ingest(
-        self, tenant_id: int, stream: IO[bytes], progress: ProgressCallback | None
-    ) -> UploadReport:
+        Raises InvalidUpload (and stores nothing) for a broken file.
+        """
         report = UploadReport()
         reader = ChatReader(stream, self._settings, report)
         batch_size = self._settings.ingest_batch_chats
         async with self._database.write() as connection:
-            conversations = ConversationRepository(connection)
-            messages = MessageRepository(connection)
+            jobs = JobRepository(connection)
+            job_id = await jobs.create(tenant_id, analyzer=self._fingerprint)
+            report.job_id = job_id
+            store = _BatchStore(
+                tenant_id=tenant_id,
+                job_id=job_id,
+                force=force_reprocess,
+                fingerprint=self._fingerprint,
+                settings=self._settings,
+                conversations=ConversationRepository(connection),
+                messages=MessageRepository(connection),
+                analyses=AnalysisRepository(connection),
+                jobs=jobs,
+                report=report,
+            )
             while True:
                 batch = await asyncio.to_thread(reader.next_batch, batch_size)
                 if not batch:
                     break
-                await self._store_batch(tenant_id, batch, conversations, messages, report)
+                await store.store(batch)
                 if progress is not None:
                     progress(report)
+            await jobs.set_totals(
+                tenant_id,
+                job_id,
+                total=report.analysis_queued + report.analysis_cached,
+                cached=report.analysis_cached,
+                forced=report.analysis_forced,
+            )
+        if report.analysis_queued and self._on_work_queued is not None:
+            self._on_work_queued()
         return report
 
-    async def _store_batch(
-        self,
-        tenant_id: int,
-        batch: list[ParsedChat],
-        conversations: ConversationRepository,
-        messages: MessageRepository,
-        report: UploadReport,
-    ) -> None:
+
+@dataclass(slots=True)
+class _BatchStore:
+    """Stores one upload's batches inside the upload's transaction."""
+
+    tenant_id: int
+    job_id: int
+    force: bool
+    fingerprint: str
+    settings: Settings
+    conversations: ConversationRepository
+    messages: MessageRepository
+    analyses: AnalysisRepository
+    jobs: JobRepository
+    report: UploadReport
+
+    async def store(self, batch: list[ParsedChat]) -> None:
+        changed = await self._store_messages(batch)
+        await self._queue_analysis(changed)
+
+    async def _queue_analysis(self, touched: dict[int, bool]) -> None:
+        """Queue changed conversations; unchanged ones are cached unless forced or unjudged.
+
+        `touched` maps every conversation of the batch to whether it got new messages.
+        """
+        report = self.report
+        unchanged = [cid for cid, changed in touched.items() if not changed]
+        states = (
+            await self.analyses.state_of(self.tenant_id, unchanged)
+            if unchanged and not self.force
+            else {}
+        )
+        queue: list[tuple[int, bool]] = []
+        pending: list[int] = []
+        for conversation_id, changed in touched.items():
+            if self.force:
+                queue.append((conversation_id, True))
+                report.analysis_forced += 1
+            elif changed:
+                queue.append((conversation_id, False))
+            else:
+                state = states.get(conversation_id)
+                if (
+                    state is not None
+                    and state["status"] == AnalysisStatus.DONE.value
+                    and state["fingerprint"] == self.fingerprint
+                ):
+                    report.analysis_cached += 1
+                    continue
+                queue.append((conversation_id, False))
+            if changed or conversation_id not in states:
+                pending.append(conversation_id)
+        report.analysis_queued += len(queue)
+        await self.analyses.mark_pending(self.tenant_id, pending)
+        await self.jobs.add_tasks(self.tenant_id, self.job_id, queue)
+
+    async def _store_messages(self, batch: list[ParsedChat]) -> dict[int, bool]:
+        """Store new messages and re-measure their chats; returns conversation -> changed."""
+        tenant_id = self.tenant_id
+        conversations = self.conversations
+        messages = self.messages
+        report = self.report
         # A chat id can repeat within a file; its arrays are one chat.
         chats: dict[str, list[NormalisedMessage]] = {}
         for chat in batch:
@@ -188,7 +273,7 @@ class IngestService:
             )
             known_keys.setdefault(conversation_id, set()).add(row["message_key"])
 
-        session_gap = timedelta(hours=self._settings.session_gap_hours)
+        session_gap = timedelta(hours=self.settings.session_gap_hours)
         now = utcnow()
         new_rows: list[dict[str, Any]] = []
         changed_rows: list[dict[str, Any]] = []
@@ -209,7 +294,9 @@ class IngestService:
             timeline: list[tuple[tuple[Any, ...], Any]] = list(
                 stored.get(conversation_id, []) if conversation_id else []
             )
-            timeline.extend(((m.sent_at, 1, m.index), m) for m in fresh)
+            # `fresh` is in file order (a repeated chat key's arrays one after the other), so
+            # its position, not the index within one array, breaks ties between equal times.
+            timeline.extend(((m.sent_at, 1, position), m) for position, m in enumerate(fresh))
             timeline.sort(key=lambda item: item[0])
             measured = measure_conversation(
                 [message for _, message in timeline], session_gap=session_gap
@@ -234,7 +321,8 @@ class IngestService:
                 new_rows.append({"chat_id": chat_id, **row})
             else:
                 changed_rows.append({"id": conversation_id, **row})
-            new_messages[chat_id] = sorted(fresh, key=lambda m: m.index)
+            # Stored in file order: ids break ties when the chat is re-measured later.
+            new_messages[chat_id] = fresh
             details[chat_id] = measured
 
         created = await conversations.insert_many(tenant_id, new_rows)
@@ -283,3 +371,4 @@ class IngestService:
         report.messages_stored += len(message_rows)
         report.conversations_created += len(created)
         report.conversations_updated += len(changed_rows)
+        return {ids[chat_id]: chat_id in new_messages for chat_id in chats if chat_id in ids}

@@ -1,0 +1,1 @@
+"""Judging what only reading can tell: satisfaction, sentiment, resolution, effort, topics."""

@@ -1,0 +1,154 @@
+"""SQL for conversation analyses and their topics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, select, update
+
+from ..models import AnalysisStatus, ConversationAnalysis, ConversationTopic, utcnow
+from .base import Repository
+
+analyses = ConversationAnalysis.__table__  # type: ignore[attr-defined]
+topics = ConversationTopic.__table__  # type: ignore[attr-defined]
+_a = analyses.c
+
+RESULT_COLUMNS = (
+    "status",
+    "failure_reason",
+    "content_hash",
+    "fingerprint",
+    "satisfaction_score",
+    "is_satisfied",
+    "sentiment_score",
+    "initial_sentiment",
+    "final_sentiment",
+    "sentiment_label",
+    "resolved",
+    "first_contact_resolution",
+    "effort_score",
+    "summary",
+    "language",
+    "analyzer",
+    "model",
+    "prompt_version",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "analyzed_at",
+    "updated_at",
+)
+
+
+class AnalysisRepository(Repository):
+    async def mark_pending(self, tenant_id: int, conversation_ids: Sequence[int]) -> None:
+        """New or changed conversations wait for analysis; an older judgement is kept."""
+        if not conversation_ids:
+            return
+        now = utcnow()
+        await self.upsert(
+            analyses,
+            [
+                {
+                    "conversation_id": conversation_id,
+                    "tenant_id": tenant_id,
+                    "status": AnalysisStatus.PENDING.value,
+                    "updated_at": now,
+                }
+                for conversation_id in conversation_ids
+            ],
+            key=("conversation_id",),
+            update=("status", "updated_at"),
+        )
+
+    async def state_of(
+        self, tenant_id: int, conversation_ids: Sequence[int]
+    ) -> dict[int, Mapping[str, Any]]:
+        """Status, fingerprint and content hash of each conversation's analysis."""
+        if not conversation_ids:
+            return {}
+        rows = await self.connection.execute(
+            select(_a.conversation_id, _a.status, _a.fingerprint, _a.content_hash).where(
+                _a.tenant_id == tenant_id, _a.conversation_id.in_(conversation_ids)
+            )
+        )
+        return {row.conversation_id: row._mapping for row in rows}
+
+    async def set_status(
+        self,
+        tenant_id: int,
+        conversation_ids: Sequence[int],
+        status: AnalysisStatus,
+        *,
+        failure_reason: str | None = None,
+    ) -> None:
+        if not conversation_ids:
+            return
+        await self.connection.execute(
+            update(analyses)
+            .where(_a.tenant_id == tenant_id, _a.conversation_id.in_(conversation_ids))
+            .values(status=status.value, failure_reason=failure_reason, updated_at=utcnow())
+        )
+
+    async def store(
+        self,
+        tenant_id: int,
+        rows: Sequence[dict[str, Any]],
+        topic_rows: Sequence[tuple[int, str, int]],
+    ) -> None:
+        """Write finished analyses (rows carry conversation_id and RESULT_COLUMNS)."""
+        if not rows:
+            return
+        await self.upsert(
+            analyses,
+            [{**row, "tenant_id": tenant_id} for row in rows],
+            key=("conversation_id",),
+            update=RESULT_COLUMNS,
+        )
+        ids = [row["conversation_id"] for row in rows]
+        await self.connection.execute(
+            delete(topics).where(
+                and_(topics.c.tenant_id == tenant_id, topics.c.conversation_id.in_(ids))
+            )
+        )
+        if topic_rows:
+            await self.connection.execute(
+                insert(topics),
+                [
+                    {
+                        "conversation_id": conversation_id,
+                        "topic": topic,
+                        "position": position,
+                        "tenant_id": tenant_id,
+                    }
+                    for conversation_id, topic, position in topic_rows
+                ],
+            )
+
+    async def for_conversations(
+        self, tenant_id: int, conversation_ids: Sequence[int]
+    ) -> dict[int, Mapping[str, Any]]:
+        if not conversation_ids:
+            return {}
+        rows = await self.connection.execute(
+            select(analyses).where(
+                _a.tenant_id == tenant_id, _a.conversation_id.in_(conversation_ids)
+            )
+        )
+        return {row.conversation_id: row._mapping for row in rows}
+
+    async def topics_for(
+        self, tenant_id: int, conversation_ids: Sequence[int]
+    ) -> dict[int, list[str]]:
+        if not conversation_ids:
+            return {}
+        rows = await self.connection.execute(
+            select(topics.c.conversation_id, topics.c.topic)
+            .where(topics.c.tenant_id == tenant_id, topics.c.conversation_id.in_(conversation_ids))
+            .order_by(topics.c.conversation_id, topics.c.position)
+        )
+        found: dict[int, list[str]] = {conversation_id: [] for conversation_id in conversation_ids}
+        for conversation_id, topic in rows:
+            found[conversation_id].append(topic)
+        return found

@@ -1,0 +1,270 @@
+"""iter_chats: one chat at a time off the stream; a broken file is an InvalidUpload."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tracemalloc
+from typing import Any
+
+import pytest
+
+from powerpulse.errors import InvalidUpload
+from powerpulse.ingest.stream import MAX_NESTING_DEPTH, iter_chats
+
+SECRET = "SECRET_CUSTOMER_TEXT_4711"
+
+
+def chats(data: bytes) -> list[tuple[str, list[Any]]]:
+    return list(iter_chats(io.BytesIO(data)))
+
+
+def rejection(data: bytes) -> str:
+    with pytest.raises(InvalidUpload) as caught:
+        chats(data)
+    return caught.value.message
+
+
+def test_valid_object_yields_each_chat_in_file_order() -> None:
+    export = {
+        "chat-b": [{"DIRECTION": "to_company", "MESSAGE_CONTENT": "hi"}],
+        "chat-a": [],
+        "chat-c": [{"x": 1}, {"y": 2.5}],
+    }
+    result = chats(json.dumps(export).encode())
+    assert [chat_id for chat_id, _ in result] == ["chat-b", "chat-a", "chat-c"]
+    assert result[0][1] == [{"DIRECTION": "to_company", "MESSAGE_CONTENT": "hi"}]
+    assert result[1][1] == []
+    assert result[2][1] == [{"x": 1}, {"y": 2.5}]
+
+
+def test_non_integer_numbers_come_back_as_floats() -> None:
+    ((_, records),) = chats(b'{"a": [{"SOCIAL_CREATE_TIME": 1700000000.5, "n": 3}]}')
+    assert isinstance(records[0]["SOCIAL_CREATE_TIME"], float)
+    assert records[0]["n"] == 3
+
+
+def test_empty_object_yields_nothing() -> None:
+    assert chats(b"{}") == []
+    assert chats(b" \n { } \n") == []
+
+
+def test_duplicate_chat_keys_are_yielded_twice() -> None:
+    result = chats(b'{"a": [{"n": 1}], "b": [], "a": [{"n": 2}]}')
+    assert result == [("a", [{"n": 1}]), ("b", []), ("a", [{"n": 2}])]
+
+
+def test_non_ascii_chat_ids_and_text_are_decoded() -> None:
+    export = {"chat-é": [{"MESSAGE_CONTENT": "habari 😀"}]}
+    assert chats(json.dumps(export, ensure_ascii=False).encode("utf-8")) == [
+        ("chat-é", [{"MESSAGE_CONTENT": "habari 😀"}])
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b'[{"a": []}]', "array"),
+        (b"  \n[]", "array"),
+        (b'"just a string"', "string"),
+        (b"42", "not a JSON object"),
+        (b"-1.5", "not a JSON object"),
+        (b"true", "not a JSON object"),
+        (b"null", "not a JSON object"),
+    ],
+)
+def test_top_level_value_other_than_an_object_is_rejected(data: bytes, expected: str) -> None:
+    assert expected in rejection(data)
+
+
+@pytest.mark.parametrize("data", [b"", b"   ", b" \n\t\r\n ", b" " * (70 * 1024)])
+def test_empty_or_whitespace_file_is_rejected(data: bytes) -> None:
+    assert "empty" in rejection(data)
+
+
+def test_leading_whitespace_longer_than_the_peek_window_is_accepted() -> None:
+    assert chats(b" " * (70 * 1024) + b'{"a": []}') == [("a", [])]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a": [{"DIRECTION": "to_company"}], "b": [{"DIRECTION": "to_c',
+        b'{"a": []',
+        b'{"a": [], ',
+        b"{",
+        b'{"a"',
+    ],
+)
+def test_truncated_json_is_rejected(data: bytes) -> None:
+    assert "not valid JSON" in rejection(data)
+
+
+def test_truncated_file_fails_only_after_the_chats_before_the_break() -> None:
+    stream = iter_chats(io.BytesIO(b'{"good": [{"n": 1}], "bad": [{"n": 2'))
+    assert next(stream) == ("good", [{"n": 1}])
+    with pytest.raises(InvalidUpload):
+        next(stream)
+
+
+@pytest.mark.parametrize(
+    "data", [b'{"a": []} xyz', b'{"a": []}{"b": []}', b'{"a": []}]', b'{"a": []},']
+)
+def test_trailing_garbage_is_rejected(data: bytes) -> None:
+    assert "not valid JSON" in rejection(data)
+
+
+@pytest.mark.parametrize(
+    ("value", "described"),
+    [
+        (b'{"x": 1}', "an object"),
+        (b'"text"', "a string"),
+        (b"null", "null"),
+        (b"12", "a number"),
+        (b"true", "a boolean"),
+    ],
+)
+def test_chat_value_that_is_not_an_array_is_rejected(value: bytes, described: str) -> None:
+    message = rejection(b'{"ok": [], "chat-9": ' + value + b"}")
+    assert "chat-9" in message
+    assert described in message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b'{"a": [NaN]}', b"{'a': []}", b'{"a": [1,]}', b"{a: []}", b'{"a": [01]}'],
+)
+def test_syntax_errors_are_rejected(data: bytes) -> None:
+    assert "not valid JSON" in rejection(data)
+
+
+def test_utf8_bom_is_accepted() -> None:
+    assert chats(b'\xef\xbb\xbf{"a": [{"n": 1}]}') == [("a", [{"n": 1}])]
+    assert chats(b'\xef\xbb\xbf \r\n{"a": []}') == [("a", [])]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_is_rejected(encoding: str) -> None:
+    assert "UTF-16" in rejection('{"a": [{"MESSAGE_CONTENT": "hi"}]}'.encode(encoding))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"café": []}'.encode("latin-1"),
+        '{"a": [{"MESSAGE_CONTENT": "café"}]}'.encode("latin-1"),
+        b'{"a": [], "b": [{"MESSAGE_CONTENT": "' + b"x" * 100_000 + b'caf\xe9"}]}',
+    ],
+)
+def test_latin1_bytes_are_rejected(data: bytes) -> None:
+    message = rejection(data)
+    assert "UTF" in message or "UTF8" in message
+
+
+def test_deep_nesting_inside_a_record_does_not_crash() -> None:
+    depth = 1000
+    data = b'{"a": [' + b"[" * depth + b"]" * depth + b"]}"
+    try:
+        result = chats(data)
+    except InvalidUpload:
+        return
+    assert [chat_id for chat_id, _ in result] == ["a"]
+
+
+def test_deeply_nested_objects_do_not_crash() -> None:
+    depth = 1000
+    data = b'{"a": [' + b'{"k":' * depth + b"1" + b"}" * depth + b"]}"
+    try:
+        result = chats(data)
+    except InvalidUpload:
+        return
+    assert len(result) == 1
+
+
+def test_deep_unterminated_nesting_is_rejected() -> None:
+    assert "levels deep" in rejection(b'{"a": ' + b"[" * 5000)
+
+
+def test_nesting_deeper_than_the_limit_is_rejected_even_when_well_formed() -> None:
+    depth = MAX_NESTING_DEPTH + 1
+    data = b'{"a": [' + b"[" * (depth - 2) + b"]" * (depth - 2) + b"]}"
+    assert "levels deep" in rejection(data)
+
+
+def test_nesting_at_the_limit_is_accepted() -> None:
+    depth = MAX_NESTING_DEPTH
+    data = b'{"a": [' + b"[" * (depth - 2) + b"]" * (depth - 2) + b"]}"
+    assert [chat_id for chat_id, _ in chats(data)] == ["a"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 5000,  # brackets inside a string are text, not nesting
+        '\\"' + "{" * 5000,  # an escaped quote does not end the string
+        "\\\\" + "]" * 5000,  # an escaped backslash does not escape the closing quote
+    ],
+)
+def test_brackets_inside_strings_do_not_count_as_nesting(text: str) -> None:
+    data = ('{"a": [{"MESSAGE_CONTENT": "' + text + '"}]}').encode()
+    [(chat_id, records)] = chats(data)
+    assert chat_id == "a"
+    assert records[0]["MESSAGE_CONTENT"].endswith(text[-1] * 100)
+
+
+def test_nesting_is_tracked_across_read_chunks() -> None:
+    # A long string with escapes spans many 64 KiB reads; real nesting after it still counts.
+    content = 'x\\"]]]\\\\' * 40_000
+    deep = "[" * (MAX_NESTING_DEPTH + 5) + "]" * (MAX_NESTING_DEPTH + 5)
+    data = ('{"a": [{"MESSAGE_CONTENT": "' + content + '"}], "b": [' + deep + "]}").encode()
+    assert "levels deep" in rejection(data)
+
+
+def test_deep_nesting_memory_stays_linear_in_the_file_size() -> None:
+    depth = 3000  # a 6 KB file
+    data = b'{"a": [' + b"[" * depth + b"]" * depth + b"]}"
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(InvalidUpload):
+            chats(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 5 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        ('{"a": [], "b": [{"MESSAGE_CONTENT": "' + SECRET + '"} oops]}').encode(),
+        ('{"a": [{"MESSAGE_CONTENT": "' + SECRET + '", ').encode(),
+        ('{"a": []} ' + SECRET).encode(),
+        ('{"a": [{"MESSAGE_CONTENT": "' + SECRET + '\x01"}]}').encode(),
+        ('{"' + SECRET + '": [1, 2 oops').encode(),
+        ('{"a": [{"MESSAGE_CONTENT": "' + SECRET + '"}]}').encode("latin-1") + b"\xe9",
+        ("[" + SECRET + "]").encode(),
+    ],
+)
+def test_error_messages_never_echo_file_content(data: bytes) -> None:
+    message = rejection(data)
+    assert SECRET not in message
+    assert "\n" not in message
+    assert len(message) < 300
+
+
+def test_error_for_a_long_chat_id_shows_only_a_shortened_id() -> None:
+    chat_id = "k" * 500
+    message = rejection(('{"' + chat_id + '": {"x": 1}}').encode())
+    assert chat_id not in message
+    assert "k" * 60 in message
+    assert len(message) < 300
+
+
+def test_chats_are_read_lazily_one_at_a_time() -> None:
+    first = b'{"first": [{"n": 1}], '
+    filler = b", ".join(b'"c%d": [{"t": "%s"}]' % (i, b"x" * 1000) for i in range(2000))
+    stream = io.BytesIO(first + filler + b"}")
+    iterator = iter_chats(stream)
+    assert next(iterator) == ("first", [{"n": 1}])
+    assert stream.tell() < len(first) + len(filler)
