@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -53,12 +54,9 @@ async def _run_admin(statement: str) -> None:
         await connection.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, empty database of each engine for one test."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'powerpulse.db'}"
-        return
+@contextlib.asynccontextmanager
+async def fresh_postgres_database() -> AsyncIterator[str]:
+    """Create an empty PostgreSQL database for one test and drop it afterwards."""
     if not POSTGRES_AVAILABLE:
         if ON_CI:
             pytest.fail("PostgreSQL must be reachable on CI (POWERPULSE_TEST_DATABASE_URL)")
@@ -72,6 +70,23 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         yield url.render_as_string(hide_password=False)
     finally:
         await _run_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database of each engine for one test."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'powerpulse.db'}"
+        return
+    async with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database (for tests that compare engines side by side)."""
+    async with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture
@@ -139,8 +154,8 @@ async def app_client_factory(database_url: str) -> AsyncIterator[Any]:
     managers: list[LifespanManager] = []
     clients: list[httpx.AsyncClient] = []
 
-    async def build(settings: Settings) -> GraphQLClient:
-        app = create_app(settings)
+    async def build(settings: Settings, **app_options: Any) -> GraphQLClient:
+        app = create_app(settings, **{"migrate": True, **app_options})
         manager = LifespanManager(app)
         await manager.__aenter__()
         managers.append(manager)

@@ -18,13 +18,14 @@ from strawberry.asgi import GraphQL
 
 from . import __version__
 from .analysis.base import Analyzer
-from .db import Database, create_engine, create_schema
+from .db import Database, create_engine
 from .graphql.context import Context, Services
 from .graphql.schema import build_schema
 from .http import GraphQLRequestGuard, RequestIdMiddleware
 from .ingest.stream import require_fast_json_backend
+from .migrate import prepare_schema
 from .repositories.tenants import TenantRepository
-from .services.analysis import AnalysisWorker, build_analyzer
+from .services.analysis import AnalysisWorker, WorkerBusy, build_analyzer
 from .services.conversations import ConversationService
 from .services.ingest import IngestService
 from .services.jobs import JobService
@@ -52,15 +53,16 @@ class AppState:
         await self.database.dispose()
 
 
-async def open_state(settings: Settings) -> AppState:
-    """Connect, prepare the schema and the default tenant, and build the services.
+async def open_state(settings: Settings, *, migrate: bool | None = None) -> AppState:
+    """Connect, check the schema and the default tenant, and build the services.
 
-    The analysis worker is built but not started; `serve` and `ingest` start it.
+    The analysis worker is built but not started; `serve`, `worker` and `ingest` start it.
+    `migrate` follows powerpulse.migrate.prepare_schema: None migrates SQLite only.
     """
     require_fast_json_backend()
     database = Database(create_engine(settings))
     try:
-        await create_schema(database.engine)
+        await prepare_schema(database.engine, migrate=migrate)
         async with database.write() as connection:
             tenant_id = await TenantRepository(connection).ensure(DEFAULT_TENANT_NAME)
         analyzer = build_analyzer(settings)
@@ -114,13 +116,18 @@ class PowerPulseGraphQL(GraphQL[Context, None]):
         await response(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> Starlette:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    run_worker: bool = True,
+    migrate: bool | None = None,
+) -> Starlette:
     """The ASGI app; with `run_worker` it also analyses queued conversations in-process."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        state = await open_state(settings)
+        state = await open_state(settings, migrate=migrate)
         logger.info(
             "PowerPulse %s on %s, analyzer %s",
             __version__,
@@ -129,7 +136,10 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = True) -> 
         )
         try:
             if run_worker:
-                await state.worker.start()
+                try:
+                    await state.worker.start()
+                except WorkerBusy as exc:
+                    logger.warning("serving without an analysis worker: %s", exc)
             yield {"powerpulse": state}
         finally:
             await state.close()

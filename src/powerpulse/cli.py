@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import logging
+import signal
 import sys
 from importlib import resources
 from pathlib import Path
@@ -21,13 +23,15 @@ DEMO_EXPORT = "demo_export.json"
 
 def _load_settings() -> Settings:
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
             for error in exc.errors()
         )
         raise SystemExit(f"powerpulse: invalid configuration: {problems}") from None
+    logging.getLogger().setLevel(settings.log_level.upper())
+    return settings
 
 
 def _print_job(job: Any, console: Any, *, waited: bool) -> None:
@@ -95,6 +99,7 @@ async def _ingest_stream(
     show_progress: bool,
     wait: bool,
     force: bool = False,
+    migrate: bool | None = None,
 ) -> tuple[Any, Any]:
     """Store an export, then (with `wait`) analyse it in this process, showing progress."""
     from rich.console import Console
@@ -102,7 +107,7 @@ async def _ingest_stream(
     from .app import open_state
 
     console = Console(stderr=True)
-    state = await open_state(settings)
+    state = await open_state(settings, migrate=migrate)
     try:
         with _progress(console, enabled=show_progress) as progress:
             task = progress.add_task(f"storing {name} (bytes)", total=size)
@@ -123,7 +128,14 @@ async def _ingest_stream(
 
 
 async def _wait_for_job(state: Any, job_id: int, console: Any, show_progress: bool) -> Any:
-    await state.worker.start()
+    from .services.analysis import WorkerBusy
+
+    try:
+        await state.worker.start()
+    except WorkerBusy:
+        console.print(
+            "another PowerPulse process is analysing this database; following its progress"
+        )
     with _progress(console, enabled=show_progress) as progress:
         task = progress.add_task("analysing conversations", total=None)
         while True:
@@ -186,9 +198,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import create_app
 
     settings = _load_settings()
+    migrate = True if args.migrate else None
     if args.demo:
         try:
-            report, _ = _ingest_path(settings, _demo_path(), show_progress=False, wait=False)
+            report, _ = _ingest_path(
+                settings, _demo_path(), show_progress=False, wait=False, migrate=migrate
+            )
         except PowerPulseError as exc:
             print(f"powerpulse: demo data could not be loaded: {exc.message}", file=sys.stderr)
             return 1
@@ -198,12 +213,70 @@ def cmd_serve(args: argparse.Namespace) -> int:
             report.duplicates_skipped,
         )
     uvicorn.run(
-        create_app(settings, run_worker=not args.no_worker),
+        create_app(settings, run_worker=not args.no_worker, migrate=migrate),
         host=args.host,
         port=args.port,
         log_level=settings.log_level.lower(),
         proxy_headers=args.proxy_headers,
     )
+    return 0
+
+
+async def _run_worker(settings: Settings, *, migrate: bool | None) -> None:
+    from .app import open_state
+    from .services.analysis import WorkerBusy
+
+    log = logging.getLogger("powerpulse.worker")
+    state = await open_state(settings, migrate=migrate)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        while not stop.is_set():
+            try:
+                await state.worker.start()
+                break
+            except WorkerBusy as exc:
+                log.warning("%s; waiting for it to stop", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=5)
+        if state.worker.running:
+            log.info("analysing with %s", state.analyzer.fingerprint.key())
+            await stop.wait()
+            log.info("stopping: finishing in-flight analyses")
+    finally:
+        await state.close()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = _load_settings()
+    try:
+        asyncio.run(_run_worker(settings, migrate=True if args.migrate else None))
+    except PowerPulseError as exc:
+        print(f"powerpulse: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from .db import create_engine
+    from .migrate import schema_state, upgrade
+
+    settings = _load_settings()
+
+    async def run() -> str:
+        engine = create_engine(settings)
+        try:
+            if args.db_command == "upgrade":
+                await upgrade(engine)
+            state = await schema_state(engine)
+        finally:
+            await engine.dispose()
+        status = "up to date" if state.up_to_date else f"behind (head is {state.head})"
+        return f"schema revision {state.current or 'none'}: {status}"
+
+    print(asyncio.run(run()))
     return 0
 
 
@@ -236,7 +309,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not analyse conversations in this process",
     )
+    serve.add_argument(
+        "--migrate", action="store_true", help="apply pending schema migrations first"
+    )
     serve.set_defaults(handler=cmd_serve)
+
+    worker = commands.add_parser("worker", help="run only the analysis worker")
+    worker.add_argument(
+        "--migrate", action="store_true", help="apply pending schema migrations first"
+    )
+    worker.set_defaults(handler=cmd_worker)
+
+    db = commands.add_parser("db", help="database schema migrations")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="apply pending migrations")
+    db_commands.add_parser("status", help="show the schema revision")
+    db.set_defaults(handler=cmd_db)
 
     ingest = commands.add_parser("ingest", help="ingest a grouped_chats JSON export")
     ingest.add_argument("file")
@@ -259,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Alembic narrates every step at INFO; PowerPulse reports migrations itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:

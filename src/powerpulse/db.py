@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     create_async_engine,
 )
-from sqlmodel import SQLModel
 
 from . import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from .settings import Settings
@@ -49,8 +48,10 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as connection:
-        await connection.run_sync(SQLModel.metadata.create_all)
+    """Bring an empty (or older) database to the current schema through the migrations."""
+    from .migrate import upgrade
+
+    await upgrade(engine)
 
 
 class Database:

@@ -87,7 +87,9 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(
         default=30_000, ge=0, description="How long SQLite waits for a lock before failing."
     )
-    log_level: str = Field(default="INFO", description="Python logging level.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="Log level of PowerPulse and its server."
+    )
 
     # -- analysis --------------------------------------------------------------------
     analyzer: Literal["auto", "openai", "lexicon"] = Field(
@@ -164,6 +166,17 @@ class Settings(BaseSettings):
     @classmethod
     def _async_driver(cls, value: str) -> str:
         return normalise_database_url(value)
+
+    @field_validator("openai_api_key", "openai_base_url", "topics_file", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # Compose files and shells pass unset variables as empty strings.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("autoresponse_patterns", mode="before")
     @classmethod

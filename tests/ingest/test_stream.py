@@ -167,7 +167,8 @@ def test_deep_nesting_inside_a_record_does_not_crash() -> None:
     data = b'{"a": [' + b"[" * depth + b"]" * depth + b"]}"
     try:
         result = chats(data)
-    except InvalidUpload:
+    except InvalidUpload as error:
+        assert "deep" in error.message
         return
     assert [chat_id for chat_id, _ in result] == ["a"]
 
@@ -183,46 +184,11 @@ def test_deeply_nested_objects_do_not_crash() -> None:
 
 
 def test_deep_unterminated_nesting_is_rejected() -> None:
-    assert "levels deep" in rejection(b'{"a": ' + b"[" * 5000)
+    rejection(b'{"a": ' + b"[" * 5000)
 
 
-def test_nesting_deeper_than_the_limit_is_rejected_even_when_well_formed() -> None:
-    depth = MAX_NESTING_DEPTH + 1
-    data = b'{"a": [' + b"[" * (depth - 2) + b"]" * (depth - 2) + b"]}"
-    assert "levels deep" in rejection(data)
-
-
-def test_nesting_at_the_limit_is_accepted() -> None:
-    depth = MAX_NESTING_DEPTH
-    data = b'{"a": [' + b"[" * (depth - 2) + b"]" * (depth - 2) + b"]}"
-    assert [chat_id for chat_id, _ in chats(data)] == ["a"]
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "[" * 5000,  # brackets inside a string are text, not nesting
-        '\\"' + "{" * 5000,  # an escaped quote does not end the string
-        "\\\\" + "]" * 5000,  # an escaped backslash does not escape the closing quote
-    ],
-)
-def test_brackets_inside_strings_do_not_count_as_nesting(text: str) -> None:
-    data = ('{"a": [{"MESSAGE_CONTENT": "' + text + '"}]}').encode()
-    [(chat_id, records)] = chats(data)
-    assert chat_id == "a"
-    assert records[0]["MESSAGE_CONTENT"].endswith(text[-1] * 100)
-
-
-def test_nesting_is_tracked_across_read_chunks() -> None:
-    # A long string with escapes spans many 64 KiB reads; real nesting after it still counts.
-    content = 'x\\"]]]\\\\' * 40_000
-    deep = "[" * (MAX_NESTING_DEPTH + 5) + "]" * (MAX_NESTING_DEPTH + 5)
-    data = ('{"a": [{"MESSAGE_CONTENT": "' + content + '"}], "b": [' + deep + "]}").encode()
-    assert "levels deep" in rejection(data)
-
-
-def test_deep_nesting_memory_stays_linear_in_the_file_size() -> None:
-    depth = 3000  # a 6 KB file
+def test_huge_nesting_is_rejected_without_exhausting_memory() -> None:
+    depth = 3000  # a 6 KB file; ijson's prefixes alone would need ~25 MB for it
     data = b'{"a": [' + b"[" * depth + b"]" * depth + b"]}"
     tracemalloc.start()
     try:
@@ -232,6 +198,79 @@ def test_deep_nesting_memory_stays_linear_in_the_file_size() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 5 * 1024 * 1024
+
+
+def test_nesting_up_to_the_limit_is_accepted_and_one_more_is_rejected() -> None:
+    allowed = MAX_NESTING_DEPTH - 1  # levels below the top-level object
+    ok = b'{"a": ' + b"[" * allowed + b"]" * allowed + b"}"
+    assert [chat_id for chat_id, _ in chats(ok)] == ["a"]
+    too_deep = b'{"a": ' + b"[" * (allowed + 1) + b"]" * (allowed + 1) + b"}"
+    assert "deep" in rejection(too_deep)
+
+
+class Trickle(io.RawIOBase):
+    """A source that hands out at most `step` bytes per read, like a slow network upload."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self._data = data
+        self._step = step
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size = min(len(buffer), self._step, len(self._data) - self._position)
+        buffer[:size] = self._data[self._position : self._position + size]
+        self._position += size
+        return size
+
+
+TRICKY_TEXTS = [
+    "[" * 200,
+    "{" * 100 + "}" * 30 + "]" * 70,
+    'she said "[[[[" and left',
+    "back\\slash [ \\",
+    '\\"[{"',
+    '"' * 50 + "[" * 80,
+    "ends with a backslash \\",
+    "\\" * 33 + '"' + "{" * 90,
+    "a\u005b escaped bracket [",
+]
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 5, 7, 64 * 1024])
+def test_brackets_quotes_and_backslashes_inside_strings_do_not_count_as_nesting(
+    step: int,
+) -> None:
+    export = {
+        f"chat[{index}]{{": [
+            {"MESSAGE_CONTENT": text, "AGENT_USERNAME": "[" * 70},
+            {"MESSAGE_CONTENT": text[::-1], "EXTRA": {"nested": [[["[" * 70]]]}},
+        ]
+        for index, text in enumerate(TRICKY_TEXTS)
+    }
+    data = json.dumps(export).encode()
+    result = list(iter_chats(Trickle(data, step)))  # type: ignore[arg-type]
+    assert dict(result) == export
+
+
+def test_strings_full_of_brackets_across_read_boundaries_are_accepted() -> None:
+    # Long enough that the default 64 KB reads split strings at many different points.
+    export = {
+        f"c{index}": [{"MESSAGE_CONTENT": ('[{\\"' * (index % 7 + 1)) * 400}] for index in range(60)
+    }
+    data = json.dumps(export).encode()
+    assert len(data) > 3 * 64 * 1024
+    assert dict(chats(data)) == export
+
+
+@pytest.mark.parametrize("step", [1, 3, 4096])
+def test_deep_nesting_is_rejected_whatever_the_read_size(step: int) -> None:
+    depth = MAX_NESTING_DEPTH + 5
+    data = b'{"a": ["' + b"[" * 500 + b'", ' + b"[" * depth + b"]" * depth + b"]}"
+    with pytest.raises(InvalidUpload):
+        list(iter_chats(Trickle(data, step)))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 import openai
@@ -24,7 +25,7 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     stop_after_attempt,
-    stop_after_delay,
+    stop_before_delay,
 )
 
 from .base import AnalysisOutcome, AnalysisUnavailable, AnalyzerFingerprint, ConversationInput
@@ -81,8 +82,14 @@ def _retry_after_seconds(exc: BaseException) -> float | None:
     try:
         return max(0.0, float(seconds))
     except ValueError:
+        pass
+    try:
         moment = email.utils.parsedate_to_datetime(seconds)
-        return max(0.0, moment.timestamp() - time.time()) if moment else None
+    except (TypeError, ValueError):
+        return None  # an unreadable hint: fall back to our own backoff
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, moment.timestamp() - time.time())
 
 
 def _error_code(exc: BaseException) -> str | None:
@@ -154,7 +161,15 @@ class OpenAIAnalyzer:
 
     async def analyze(self, conversations: Sequence[ConversationInput]) -> list[AnalysisOutcome]:
         batches = self.pack(conversations)
-        results = await asyncio.gather(*(self._analyze_batch(batch) for batch in batches))
+        tasks = [asyncio.ensure_future(self._analyze_batch(batch)) for batch in batches]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            # AnalysisUnavailable (or cancellation) ends the call: stop the other requests too.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         by_chat = {outcome.chat_id: outcome for batch in results for outcome in batch}
         return [by_chat[conversation.chat_id] for conversation in conversations]
 
@@ -213,14 +228,21 @@ class OpenAIAnalyzer:
     ) -> None:
         wanted = {c.chat_id: c for c in pending}
         found = {j.chat_id: j for j in reply.analyses if j.chat_id in wanted}
-        # Tokens of a shared request are split by transcript length.
+        # Tokens of a shared request are split by transcript length. Rounding the running
+        # total (not each share) makes the shares add up to exactly what the API reported.
         weights = {chat_id: estimate_tokens(wanted[chat_id].transcript) for chat_id in found}
         total_weight = sum(weights.values()) or 1
         input_tokens, output_tokens = usage
+        weight_so_far = 0
         for chat_id, judgement in found.items():
-            share = weights[chat_id] / total_weight
-            tokens_in = round(input_tokens * share)
-            tokens_out = round(output_tokens * share)
+            before = weight_so_far
+            weight_so_far += weights[chat_id]
+            tokens_in = round(input_tokens * weight_so_far / total_weight) - round(
+                input_tokens * before / total_weight
+            )
+            tokens_out = round(output_tokens * weight_so_far / total_weight) - round(
+                output_tokens * before / total_weight
+            )
             outcomes[chat_id] = AnalysisOutcome(
                 chat_id,
                 judgement,
@@ -246,8 +268,9 @@ class OpenAIAnalyzer:
         self, batch: list[ConversationInput]
     ) -> tuple[BatchJudgement, tuple[int, int]]:
         retrying = AsyncRetrying(
+            # Never sleep past the time cap: give up when the next wait would cross it.
             stop=stop_after_attempt(self.options.max_attempts)
-            | stop_after_delay(self.options.max_seconds),
+            | stop_before_delay(self.options.max_seconds),
             wait=self._wait,
             retry=retry_if_exception(is_retryable),
             reraise=True,

@@ -52,7 +52,7 @@ def normalise_topic(label: str) -> str:
     """One spelling per topic: lowercase, single spaces, no punctuation, singular words."""
     text = _NOT_LABEL.sub(" ", label.casefold().replace("_", " "))
     words = [singular(word) for word in _WHITESPACE.split(text.strip()) if word]
-    return " ".join(words)[:60]
+    return " ".join(words)[:60].rstrip()
 
 
 class ConversationJudgement(BaseModel):

@@ -41,7 +41,9 @@ def render(lines: Sequence[TranscriptLine], *, token_budget: int) -> str:
     text = "\n".join(rendered)
     if estimate_tokens(text) <= token_budget:
         return text
-    budget_chars = token_budget * CHARS_PER_TOKEN
+    # Room for the omission marker (and its newline) is kept out of the budget for lines.
+    marker_room = len(f"[… {len(rendered)} lines omitted …]") + 1
+    budget_chars = token_budget * CHARS_PER_TOKEN - marker_room
     head: list[str] = []
     tail: list[str] = []
     used = 0

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from ..analysis.base import AnalysisOutcome, AnalysisUnavailable, Analyzer, ConversationInput
@@ -305,6 +307,50 @@ class AnalysisService:
             )
 
 
+class WorkerBusy(Exception):
+    """Another process already runs the analysis worker on this SQLite database."""
+
+
+class SQLiteWorkerLock:
+    """One analysis worker per SQLite file, across processes (an advisory file lock).
+
+    SQLite has a single writer and no SKIP LOCKED; several workers would only contend.
+    PostgreSQL needs no such lock: workers there claim with FOR UPDATE SKIP LOCKED.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        from sqlalchemy.engine import make_url
+
+        database = make_url(database_url).database
+        self.path = (
+            None
+            if not database or database == ":memory:"
+            else Path(database)
+            .expanduser()
+            .resolve()
+            .with_name(Path(database).name + ".worker.lock")
+        )
+        self._handle: Any = None
+
+    def acquire(self) -> bool:
+        if self.path is None:
+            return True
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._handle = handle
+        return True
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
 class AnalysisWorker:
     """The background loop: lanes that claim, analyse and store until told to stop."""
 
@@ -328,14 +374,25 @@ class AnalysisWorker:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._lanes: list[asyncio.Task[None]] = []
-        self._in_flight: set[int] = set()
+        self._lock = SQLiteWorkerLock(settings.database_url) if database.is_sqlite else None
+
+    @property
+    def running(self) -> bool:
+        return bool(self._lanes)
 
     def notify(self) -> None:
         """New work was queued: stop waiting for the next poll."""
         self._wake.set()
 
     async def start(self) -> None:
-        if self._database.is_sqlite:
+        """Start the lanes; raises WorkerBusy if another process works this SQLite file."""
+        if self._lock is not None:
+            if not await asyncio.to_thread(self._lock.acquire):
+                raise WorkerBusy(
+                    "another PowerPulse process is already analysing this SQLite database "
+                    "(one worker per SQLite file; use PostgreSQL for several)"
+                )
+            # Holding the lock proves no other worker is alive: its leases are stale.
             released = await self.service.release_abandoned_leases()
             if released:
                 logger.info("resuming %d analyses left unfinished by a stopped worker", released)
@@ -349,6 +406,8 @@ class AnalysisWorker:
         self._stopping.set()
         self._wake.set()
         if not self._lanes:
+            if self._lock is not None:
+                self._lock.release()
             return
         _, pending = await asyncio.wait(
             self._lanes, timeout=self._settings.shutdown_grace_seconds or None
@@ -358,6 +417,8 @@ class AnalysisWorker:
         await asyncio.gather(*self._lanes, return_exceptions=True)
         self._lanes = []
         await self.service.release()
+        if self._lock is not None:
+            self._lock.release()
 
     async def _lane(self) -> None:
         while not self._stopping.is_set():

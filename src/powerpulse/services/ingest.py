@@ -26,6 +26,7 @@ from ..repositories.analyses import AnalysisRepository
 from ..repositories.conversations import ConversationRepository
 from ..repositories.jobs import JobRepository
 from ..repositories.messages import MessageRepository
+from ..repositories.tenants import TenantRepository
 from ..settings import Settings
 from .conversation_metrics import measure_conversation
 
@@ -156,6 +157,7 @@ class IngestService:
         reader = ChatReader(stream, self._settings, report)
         batch_size = self._settings.ingest_batch_chats
         async with self._database.write() as connection:
+            await TenantRepository(connection).lock_for_ingest(tenant_id)
             jobs = JobRepository(connection)
             job_id = await jobs.create(tenant_id, analyzer=self._fingerprint)
             report.job_id = job_id

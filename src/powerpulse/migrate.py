@@ -1,0 +1,91 @@
+"""Applying and checking schema migrations from PowerPulse's own commands."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import SQLModel
+
+from .errors import ConfigurationError
+
+logger = logging.getLogger("powerpulse.migrate")
+
+
+def alembic_config(connection: Any = None) -> Config:
+    config = Config()
+    config.set_main_option(
+        "script_location", str(resources.files("powerpulse") / "migrations")
+    )
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaState:
+    current: str | None
+    head: str | None
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+
+async def schema_state(engine: AsyncEngine) -> SchemaState:
+    def read(sync_connection: Any) -> str | None:
+        return MigrationContext.configure(sync_connection).get_current_revision()
+
+    async with engine.connect() as connection:
+        current = await connection.run_sync(read)
+    return SchemaState(current=current, head=head_revision())
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    async with engine.begin() as connection:
+        await connection.run_sync(
+            lambda sync_connection: command.upgrade(alembic_config(sync_connection), revision)
+        )
+
+
+async def schema_differences(engine: AsyncEngine) -> list[Any]:
+    """What autogenerate would change between the database and the models (empty = in sync)."""
+
+    def compare(sync_connection: Any) -> list[Any]:
+        context = MigrationContext.configure(sync_connection, opts={"compare_type": True})
+        return list(compare_metadata(context, SQLModel.metadata))
+
+    async with engine.connect() as connection:
+        return await connection.run_sync(compare)
+
+
+async def prepare_schema(engine: AsyncEngine, *, migrate: bool | None) -> None:
+    """Bring the schema to head, or refuse to run on an outdated one.
+
+    `migrate=None` is the default policy: SQLite (the embedded default) migrates by itself,
+    PostgreSQL only when asked, so production schema changes are a deliberate step.
+    """
+    state = await schema_state(engine)
+    if state.up_to_date:
+        return
+    if migrate is None:
+        migrate = engine.dialect.name == "sqlite"
+    if migrate:
+        await upgrade(engine)
+        logger.info("database schema migrated from %s to %s", state.current, state.head)
+        return
+    raise ConfigurationError(
+        f"the database schema is at {state.current or 'nothing'} but this version needs "
+        f"{state.head}; run `powerpulse db upgrade` (or start with --migrate)"
+    )

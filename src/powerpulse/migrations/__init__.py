@@ -1,0 +1,1 @@
+"""Alembic migrations: the only way PowerPulse's database schema changes."""
