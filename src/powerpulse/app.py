@@ -26,6 +26,7 @@ from .ingest.stream import require_fast_json_backend
 from .migrate import prepare_schema
 from .repositories.tenants import TenantRepository
 from .services.analysis import AnalysisWorker, WorkerBusy, build_analyzer
+from .services.analytics import AnalyticsService
 from .services.conversations import ConversationService
 from .services.ingest import IngestService
 from .services.jobs import JobService
@@ -72,6 +73,7 @@ async def open_state(settings: Settings, *, migrate: bool | None = None) -> AppS
     worker = AnalysisWorker(database, settings, analyzer)
     services = Services(
         conversations=ConversationService(database, settings),
+        analytics=AnalyticsService(database, settings),
         ingest=IngestService(
             database,
             settings,

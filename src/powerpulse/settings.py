@@ -6,7 +6,7 @@ from functools import cached_property
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./powerpulse.db"
@@ -89,6 +89,23 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Log level of PowerPulse and its server."
+    )
+
+    # -- Customer Satisfaction Index ---------------------------------------------------
+    csi_frt_target_minutes: float = Field(
+        default=5.0, gt=0, description="First response at or below this scores 100 efficiency."
+    )
+    csi_frt_limit_minutes: float = Field(
+        default=240.0, gt=0, description="First response at or above this scores 0 efficiency."
+    )
+    csi_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "effectiveness": 0.40,
+            "effort": 0.25,
+            "efficiency": 0.15,
+            "empathy": 0.20,
+        },
+        description="JSON object of the four CSI pillar weights; they must sum to 1.",
     )
 
     # -- analysis --------------------------------------------------------------------
@@ -197,6 +214,19 @@ class Settings(BaseSettings):
     @cached_property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @model_validator(mode="after")
+    def _csi_is_well_defined(self) -> Settings:
+        if self.csi_frt_limit_minutes <= self.csi_frt_target_minutes:
+            raise ValueError("POWERPULSE_CSI_FRT_LIMIT_MINUTES must exceed the target")
+        pillars = {"effectiveness", "effort", "efficiency", "empathy"}
+        if set(self.csi_weights) != pillars:
+            raise ValueError(f"POWERPULSE_CSI_WEIGHTS needs exactly the keys {sorted(pillars)}")
+        if any(weight < 0 for weight in self.csi_weights.values()):
+            raise ValueError("POWERPULSE_CSI_WEIGHTS must not be negative")
+        if abs(sum(self.csi_weights.values()) - 1.0) > 1e-9:
+            raise ValueError("POWERPULSE_CSI_WEIGHTS must sum to 1")
+        return self
 
     @property
     def use_openai(self) -> bool:

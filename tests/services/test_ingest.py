@@ -24,9 +24,10 @@ from powerpulse.models import (
     Message,
     ReplyEvent,
 )
+from powerpulse.repositories.analytics import AnalyticsRepository
 from powerpulse.repositories.conversations import ConversationRepository
 from powerpulse.repositories.tenants import TenantRepository
-from powerpulse.services.filters import ConversationFilter, resolve_filter
+from powerpulse.services.filters import ConversationFilter, ConversationOrder, resolve_filter
 from powerpulse.services.ingest import IngestService, UploadReport
 from powerpulse.settings import Settings
 
@@ -142,7 +143,8 @@ class Env:
     async def totals(self, selection: ConversationFilter | None = None) -> Any:
         criteria = resolve_filter(selection, self.settings.zone)
         async with self.database.read() as connection:
-            return await ConversationRepository(connection).totals(self.tenant_id, criteria)
+            found = await AnalyticsRepository(connection).totals(self.tenant_id, criteria)
+            return found[None]
 
     async def count(self, selection: ConversationFilter | None = None) -> int:
         criteria = resolve_filter(selection, self.settings.zone)
@@ -710,12 +712,15 @@ async def chats_between(env: Env, start: date | None, end: date | None) -> set[s
     selection = ConversationFilter(start_date=start, end_date=end)
     criteria = resolve_filter(selection, env.settings.zone)
     async with env.database.read() as connection:
-        repository = ConversationRepository(connection)
-        table = Conversation.__table__
-        rows = await connection.execute(
-            select(table.c.chat_id).where(*repository.conditions(env.tenant_id, criteria))
+        rows, has_next, _ = await ConversationRepository(connection).page(
+            env.tenant_id,
+            criteria,
+            order=ConversationOrder.FIRST_MESSAGE_ASC,
+            first=100,
+            after=None,
         )
-        found = {chat_id for (chat_id,) in rows}
+        assert not has_next
+        found = {row["chat_id"] for row in rows}
     assert await env.count(selection) == len(found)
     assert (await env.totals(selection)).total_conversations == len(found)
     return found

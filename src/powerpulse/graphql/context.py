@@ -7,6 +7,7 @@ from typing import Any
 
 from strawberry.dataloader import DataLoader
 
+from ..services.analytics import AnalyticsService
 from ..services.conversations import ConversationService
 from ..services.ingest import IngestService
 from ..services.jobs import JobService
@@ -15,6 +16,7 @@ from ..services.jobs import JobService
 @dataclass
 class Services:
     conversations: ConversationService
+    analytics: AnalyticsService
     ingest: IngestService
     jobs: JobService
 

@@ -10,6 +10,19 @@ from strawberry.file_uploads import Upload
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, Info
 
+from ..metric_definitions import METRIC_DEFINITIONS
+from ..services.conversations import check_page_size
+from .analytics import (
+    AgentOrder,
+    AgentStatsConnection,
+    FirstResponseBucket,
+    HeatmapCell,
+    Interval,
+    MetricDefinition,
+    TimeBucket,
+    TopicStats,
+    agent_page,
+)
 from .context import Context
 from .errors import classify_errors
 from .types import (
@@ -29,6 +42,8 @@ from .types import (
 )
 
 DEFAULT_PAGE_SIZE = 20
+IntervalDefault: Any = Interval.DAY  # type: ignore[attr-defined]
+AgentOrderDefault: Any = AgentOrder.CONVERSATIONS_DESC  # type: ignore[attr-defined]
 ConversationOrderDefault: Any = ConversationOrder.LAST_MESSAGE_DESC  # type: ignore[attr-defined]
 
 
@@ -39,10 +54,85 @@ class Query:
         self, info: Info[Context, None], filter: ConversationFilter | None = None
     ) -> Metrics:
         selection = to_filter(filter)
-        totals = await info.context.services.conversations.metrics(
-            info.context.tenant_id, selection
-        )
+        totals = await info.context.services.analytics.metrics(info.context.tenant_id, selection)
         return Metrics.from_totals(totals, selection)
+
+    @strawberry.field(
+        description="Metrics per interval of first-message time, empty intervals included, "
+        "from the filter's startDate (or the first conversation) to its endDate (or the "
+        "last). Bucket counts add up to the overall totals."
+    )
+    async def timeseries(
+        self,
+        info: Info[Context, None],
+        filter: ConversationFilter | None = None,
+        interval: Interval = IntervalDefault,
+    ) -> list[TimeBucket]:
+        selection = to_filter(filter)
+        buckets = await info.context.services.analytics.timeseries(
+            info.context.tenant_id, selection, interval
+        )
+        return [
+            TimeBucket(
+                start=bucket.start,
+                metrics=Metrics.from_totals(
+                    bucket.totals, selection, preloaded_topics=bucket.top_topics, in_series=True
+                ),
+            )
+            for bucket in buckets
+        ]
+
+    @strawberry.field(
+        description="Customer messages and conversations started by weekday and hour."
+    )
+    async def activity_heatmap(
+        self, info: Info[Context, None], filter: ConversationFilter | None = None
+    ) -> list[HeatmapCell]:
+        cells = await info.context.services.analytics.activity_heatmap(
+            info.context.tenant_id, to_filter(filter)
+        )
+        return [HeatmapCell.from_model(cell) for cell in cells]
+
+    @strawberry.field(description="Conversations by first response time.")
+    async def first_response_time_histogram(
+        self, info: Info[Context, None], filter: ConversationFilter | None = None
+    ) -> list[FirstResponseBucket]:
+        buckets = await info.context.services.analytics.first_response_histogram(
+            info.context.tenant_id, to_filter(filter)
+        )
+        return [FirstResponseBucket.from_model(bucket) for bucket in buckets]
+
+    @strawberry.field(description="Agents of the selection with their performance.")
+    async def agents(
+        self,
+        info: Info[Context, None],
+        filter: ConversationFilter | None = None,
+        first: int | None = 20,
+        after: str | None = None,
+        order_by: AgentOrder = AgentOrderDefault,
+    ) -> AgentStatsConnection:
+        size = DEFAULT_PAGE_SIZE if first is None else first
+        check_page_size(size, info.context.services.conversations.max_page_size)
+        agents = await info.context.services.analytics.agents(
+            info.context.tenant_id, to_filter(filter), order_by
+        )
+        return agent_page(agents, order_by, first=size, after=after)
+
+    @strawberry.field(description="Topics of the analysed conversations, most frequent first.")
+    async def topics(
+        self,
+        info: Info[Context, None],
+        filter: ConversationFilter | None = None,
+        limit: int | None = 20,
+    ) -> list[TopicStats]:
+        breakdowns = await info.context.services.analytics.topics(
+            info.context.tenant_id, to_filter(filter), limit=20 if limit is None else limit
+        )
+        return [TopicStats.from_model(breakdown) for breakdown in breakdowns]
+
+    @strawberry.field(description="Definitions of every metric PowerPulse reports.")
+    def metric_definitions(self) -> list[MetricDefinition]:
+        return [MetricDefinition.from_model(definition) for definition in METRIC_DEFINITIONS]
 
     @strawberry.field(description="Conversations, a page at a time (first ≤ 100).")
     async def conversations(

@@ -13,7 +13,8 @@ from ..analysis.schema import SentimentLabel as SentimentLabelModel
 from ..models import AnalysisStatus as AnalysisStatusModel
 from ..models import JobStatus as JobStatusModel
 from ..models import SenderKind as SenderKindModel
-from ..repositories.conversations import ConversationTotals
+from ..repositories.analytics import MetricTotals
+from ..services.analytics import check_limit, percentage, previous_period
 from ..services.conversations import Page
 from ..services.filters import ConversationFilter as ConversationFilterModel
 from ..services.filters import ConversationOrder as ConversationOrderModel
@@ -78,6 +79,30 @@ class ConversationFilter:
     analysis_status: AnalysisStatus | None = strawberry.field(
         default=None, description="Conversations whose analysis is in this state."
     )
+    agents: list[str] | None = strawberry.field(
+        default=None, description="Conversations in which any of these agents wrote."
+    )
+    topics: list[str] | None = strawberry.field(
+        default=None, description="Analysed conversations about any of these topics."
+    )
+    min_first_response_time_minutes: float | None = strawberry.field(
+        default=None, description="firstResponseTimeMinutes >= this (answered ones only)."
+    )
+    max_first_response_time_minutes: float | None = strawberry.field(
+        default=None, description="firstResponseTimeMinutes <= this (answered ones only)."
+    )
+    min_csi: float | None = strawberry.field(
+        default=None, description="Analysed conversations with CSI >= this."
+    )
+    max_csi: float | None = strawberry.field(
+        default=None, description="Analysed conversations with CSI <= this."
+    )
+    repeat_contact: bool | None = strawberry.field(
+        default=None, description="Conversations with (true) or without (false) contactCount > 1."
+    )
+    language: str | None = strawberry.field(
+        default=None, description="Analysed conversations in this ISO 639-1 language."
+    )
 
     def to_domain(self) -> ConversationFilterModel:
         return ConversationFilterModel(
@@ -95,6 +120,14 @@ class ConversationFilter:
             analysis_status=(
                 self.analysis_status.value if self.analysis_status is not None else None
             ),
+            agents=tuple(self.agents) if self.agents is not None else None,
+            topics=tuple(self.topics) if self.topics is not None else None,
+            min_first_response_time=self.min_first_response_time_minutes,
+            max_first_response_time=self.max_first_response_time_minutes,
+            min_csi=self.min_csi,
+            max_csi=self.max_csi,
+            repeat_contact=self.repeat_contact,
+            language=self.language,
         )
 
 
@@ -226,6 +259,34 @@ class ConversationAnalysis:
         )
 
 
+@strawberry.type(description="Customer Satisfaction Index of one conversation (0-100).")
+class CsiScore:
+    score: float = strawberry.field(description="Weighted sum of the four pillars.")
+    effectiveness: float = strawberry.field(
+        description="50 × resolved + 50 × firstContactResolution."
+    )
+    effort: float = strawberry.field(description="(effortScore − 1) / 4 × 100.")
+    efficiency: float = strawberry.field(
+        description="From the first response time, linear in log(minutes) between the "
+        "target (100) and the limit (0)."
+    )
+    empathy: float = strawberry.field(
+        description="50 × (sentimentScore − 1) / 4 + 50 × (finalSentiment − 1) / 4."
+    )
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> CsiScore | None:
+        if row.get("csi") is None:
+            return None
+        return cls(
+            score=float(row["csi"]),
+            effectiveness=float(row["csi_effectiveness"]),
+            effort=float(row["csi_effort"]),
+            efficiency=float(row["csi_efficiency"]),
+            empathy=float(row["csi_empathy"]),
+        )
+
+
 @strawberry.type(description="One chat, with its exactly measured metrics.")
 class Conversation:
     chat_id: str
@@ -259,6 +320,9 @@ class Conversation:
     analysis: ConversationAnalysis | None = strawberry.field(
         description="The latest analysis; null until analysed. While a re-analysis is "
         "PENDING it is the previous one."
+    )
+    csi: CsiScore | None = strawberry.field(
+        description="Customer Satisfaction Index; null unless analysisStatus is DONE."
     )
     conversation_id: strawberry.Private[int]
 
@@ -306,6 +370,7 @@ class Conversation:
             analysis_status=AnalysisStatusModel(row.get("status") or "PENDING"),
             analysis_failure_reason=row.get("failure_reason"),
             analysis=ConversationAnalysis.from_row(row),
+            csi=CsiScore.from_row(row),
         )
 
 
@@ -326,10 +391,6 @@ class ConversationConnection:
         return await info.context.services.conversations.count(
             info.context.tenant_id, self.selection
         )
-
-
-def _percentage(part: int, whole: int) -> float | None:
-    return 100.0 * part / whole if whole else None
 
 
 def _fraction(part: int, whole: int) -> float | None:
@@ -390,33 +451,71 @@ class Metrics:
     input_tokens: int = strawberry.field(description="Tokens read by the current analyses.")
     output_tokens: int
     cost_usd: float = strawberry.field(description="USD spent on the current analyses.")
+    csi: float | None = strawberry.field(
+        description="Mean Customer Satisfaction Index (0-100) of the analysed conversations."
+    )
+    csi_effectiveness: float | None = strawberry.field(description="Mean CSI effectiveness.")
+    csi_effort: float | None = strawberry.field(description="Mean CSI effort.")
+    csi_efficiency: float | None = strawberry.field(description="Mean CSI efficiency.")
+    csi_empathy: float | None = strawberry.field(description="Mean CSI empathy.")
     selection: strawberry.Private[ConversationFilterModel | None]
+    # Inside a time series every bucket's topics arrive with the series (one query).
+    preloaded_topics: strawberry.Private[list[tuple[str, int]] | None] = None
+    in_series: strawberry.Private[bool] = False
 
     @strawberry.field(description="Most frequent topics of the analysed conversations.")
     async def top_topics(self, info: Info[Context, None], limit: int = 10) -> list[TopicCount]:
-        counts = await info.context.services.conversations.top_topics(
-            info.context.tenant_id, self.selection, limit=limit
-        )
+        if self.preloaded_topics is not None:
+            check_limit(limit)
+            counts = self.preloaded_topics[:limit]
+        else:
+            counts = await info.context.services.analytics.top_topics(
+                info.context.tenant_id, self.selection, limit=limit
+            )
         return [
             TopicCount(
                 topic=topic,
                 count=count,
-                percentage=_percentage(count, self.analyzed_conversations),
+                percentage=percentage(count, self.analyzed_conversations),
             )
             for topic, count in counts
         ]
 
+    @strawberry.field(
+        description="The same metrics for the equally long period just before the filter's "
+        "dates; null unless the filter has both startDate and endDate (and inside "
+        "timeseries buckets)."
+    )
+    async def previous_period(self, info: Info[Context, None]) -> Metrics | None:
+        earlier = None if self.in_series else previous_period(self.selection)
+        if earlier is None:
+            return None
+        totals = await info.context.services.analytics.metrics(info.context.tenant_id, earlier)
+        return Metrics.from_totals(totals, earlier)
+
     @classmethod
     def from_totals(
-        cls, totals: ConversationTotals, selection: ConversationFilterModel | None
+        cls,
+        totals: MetricTotals,
+        selection: ConversationFilterModel | None,
+        *,
+        preloaded_topics: list[tuple[str, int]] | None = None,
+        in_series: bool = False,
     ) -> Metrics:
         analyzed = totals.analyzed_conversations
         return cls(
             selection=selection,
+            preloaded_topics=preloaded_topics,
+            in_series=in_series,
+            csi=totals.csi,
+            csi_effectiveness=totals.csi_effectiveness,
+            csi_effort=totals.csi_effort,
+            csi_efficiency=totals.csi_efficiency,
+            csi_empathy=totals.csi_empathy,
             analyzed_conversations=analyzed,
-            csat_percentage=_percentage(totals.satisfied_conversations, analyzed),
-            fcr_percentage=_percentage(totals.first_contact_resolutions, analyzed),
-            resolution_rate=_percentage(totals.resolved_conversations, analyzed),
+            csat_percentage=percentage(totals.satisfied_conversations, analyzed),
+            fcr_percentage=percentage(totals.first_contact_resolutions, analyzed),
+            resolution_rate=percentage(totals.resolved_conversations, analyzed),
             avg_satisfaction_score=totals.avg_satisfaction_score,
             avg_sentiment_score=totals.avg_sentiment_score,
             avg_effort_score=totals.avg_effort_score,

@@ -60,25 +60,39 @@ class Repository:
         await self.connection.execute(statement, list(rows))
 
     async def percentiles(
-        self, values: Select[Any], ranks: Sequence[Fraction]
-    ) -> list[float | None]:
+        self, values: Select[Any], ranks: Sequence[Fraction], *, grouped: bool = False
+    ) -> dict[Any, list[float | None]]:
         """Continuous percentiles (linear between closest ranks, as percentile_cont) in SQL.
 
-        `values` selects one numeric column; nulls are ignored.
+        `values` selects one numeric column, or (group key, number) when `grouped`; nulls
+        are ignored. Returns the percentiles per group key (the key None when not grouped).
         """
         source = values.subquery("percentile_source")
-        column = source.c[0]
+        group = source.c[0] if grouped else None
+        column = source.c[1] if grouped else source.c[0]
+        keys = [group] if group is not None else []
         if self.is_postgres:
-            statement = select(
-                *(func.percentile_cont(rank.value).within_group(column) for rank in ranks)
-            ).where(column.is_not(None))
-            row = (await self.connection.execute(statement)).one()
-            return [None if value is None else float(value) for value in row]
+            statement = (
+                select(
+                    *keys,
+                    *(func.percentile_cont(rank.value).within_group(column) for rank in ranks),
+                )
+                .where(column.is_not(None))
+                .group_by(*keys)
+            )
+            found: dict[Any, list[float | None]] = {}
+            for row in await self.connection.execute(statement):
+                key = row[0] if grouped else None
+                values_found = row[1:] if grouped else row
+                found[key] = [None if value is None else float(value) for value in values_found]
+            return found
+        partition = {"partition_by": group} if group is not None else {}
         ranked = (
             select(
+                *([group.label("g")] if group is not None else []),
                 column.label("v"),
-                (func.row_number().over(order_by=column) - 1).label("i"),
-                func.count().over().label("n"),
+                (func.row_number().over(order_by=column, **partition) - 1).label("i"),
+                func.count().over(**partition).label("n"),
             )
             .where(column.is_not(None))
             .subquery("ranked")
@@ -88,20 +102,26 @@ class Repository:
             low_index = (ranked.c.n - 1) * rank.numerator // rank.denominator
             picks.append(func.max(_value_at(ranked, low_index)))
             picks.append(func.max(_value_at(ranked, low_index + 1)))
-        row = (await self.connection.execute(select(func.max(ranked.c.n), *picks))).one()
-        count = row[0]
-        if not count:
-            return [None for _ in ranks]
-        results: list[float | None] = []
-        for position, rank in enumerate(ranks):
-            low, high = row[1 + 2 * position], row[2 + 2 * position]
-            exact = (count - 1) * rank.numerator / rank.denominator
-            fraction = exact - int(exact)
-            if high is None or fraction == 0:
-                results.append(float(low))
-            else:
-                results.append(float(low) + fraction * (float(high) - float(low)))
-        return results
+        group_keys = [ranked.c.g] if group is not None else []
+        statement = select(*group_keys, func.max(ranked.c.n), *picks).group_by(*group_keys)
+        found = {}
+        for row in await self.connection.execute(statement):
+            key = row[0] if grouped else None
+            rest = row[1:] if grouped else row
+            count = rest[0]
+            if not count:
+                continue
+            results: list[float | None] = []
+            for position, rank in enumerate(ranks):
+                low, high = rest[1 + 2 * position], rest[2 + 2 * position]
+                exact = (count - 1) * rank.numerator / rank.denominator
+                fraction = exact - int(exact)
+                if high is None or fraction == 0:
+                    results.append(float(low))
+                else:
+                    results.append(float(low) + fraction * (float(high) - float(low)))
+            found[key] = results
+        return found
 
 
 def _value_at(ranked: Any, index: Any) -> Any:

@@ -155,7 +155,9 @@ class JobRepository(Repository):
         abandoned = [row[0] for row in rows]
         await self.connection.execute(
             update(jobs)
-            .where(_j.id == job_id, _j.tenant_id == tenant_id)
+            # A job that already finished keeps its outcome: a worker that lost its leases
+            # may only learn of a dead key after another worker completed the job.
+            .where(_j.id == job_id, _j.tenant_id == tenant_id, _j.finished_at.is_(None))
             .values(
                 status=JobStatus.FAILED.value,
                 error=error,

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +16,8 @@ from sqlalchemy import (
     ColumnElement,
     Float,
     Integer,
+    Numeric,
+    String,
     and_,
     case,
     false,
@@ -34,6 +36,12 @@ class SortKey:
     descending: bool = False
     nullable: bool = False
     is_datetime: bool = False
+    # The key the value has in a result row; the column's own key when not given.
+    name: str | None = None
+
+    @property
+    def row_key(self) -> str:
+        return self.name or str(self.column.key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +60,7 @@ class Ordering:
     def cursor_for(self, row: Any) -> str:
         values: list[Any] = []
         for key in self.keys:
-            value = row[key.column.key] if isinstance(row, dict) else getattr(row, key.column.key)
+            value = row[key.row_key] if isinstance(row, Mapping) else getattr(row, key.row_key)
             values.append(value.isoformat() if isinstance(value, datetime) else value)
         payload = json.dumps([self.name, values], separators=(",", ":"))
         return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
@@ -109,13 +117,18 @@ def _checked_value(key: SortKey, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise invalid
         return value
-    if isinstance(column_type, Float):
+    if isinstance(column_type, (Float, Numeric)):  # Double is a Float
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise invalid
         if not math.isfinite(value):
             raise invalid
         return float(value)
-    if not isinstance(value, str):
+    if isinstance(column_type, String):
+        if not isinstance(value, str):
+            raise invalid
+        return value
+    # An expression of unknown type: any JSON scalar, as the cursor stored it.
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise invalid
     return value
 

@@ -9,9 +9,10 @@ from typing import Any
 from ..db import Database
 from ..errors import BadUserInput
 from ..repositories.analyses import AnalysisRepository
-from ..repositories.conversations import ConversationRepository, ConversationTotals
+from ..repositories.conversations import ConversationRepository
 from ..repositories.messages import MessageRepository
 from ..settings import Settings
+from .analytics import csi_parameters
 from .filters import ConversationFilter, ConversationOrder, resolve_filter
 
 
@@ -28,9 +29,6 @@ class Page:
         return self.cursors[-1] if self.cursors else None
 
 
-MAX_TOPIC_LIMIT = 100
-
-
 def check_page_size(first: int, limit: int) -> None:
     if first < 0 or first > limit:
         raise BadUserInput(f"`first` must be between 0 and {limit}, got {first}")
@@ -40,13 +38,14 @@ class ConversationService:
     def __init__(self, database: Database, settings: Settings) -> None:
         self._database = database
         self._settings = settings
+        self._csi = csi_parameters(settings)
 
-    async def metrics(
-        self, tenant_id: int, selection: ConversationFilter | None
-    ) -> ConversationTotals:
-        criteria = resolve_filter(selection, self._settings.zone)
-        async with self._database.read() as connection:
-            return await ConversationRepository(connection).totals(tenant_id, criteria)
+    @property
+    def max_page_size(self) -> int:
+        return self._settings.max_page_size
+
+    def _conversations(self, connection: Any) -> ConversationRepository:
+        return ConversationRepository(connection, csi=self._csi)
 
     async def page(
         self,
@@ -60,7 +59,7 @@ class ConversationService:
         check_page_size(first, self._settings.max_page_size)
         criteria = resolve_filter(selection, self._settings.zone)
         async with self._database.read() as connection:
-            rows, has_next, ordering = await ConversationRepository(connection).page(
+            rows, has_next, ordering = await self._conversations(connection).page(
                 tenant_id, criteria, order=order, first=first, after=after
             )
         return Page(rows, [ordering.cursor_for(row) for row in rows], has_next)
@@ -68,30 +67,19 @@ class ConversationService:
     async def count(self, tenant_id: int, selection: ConversationFilter | None) -> int:
         criteria = resolve_filter(selection, self._settings.zone)
         async with self._database.read() as connection:
-            return await ConversationRepository(connection).count(tenant_id, criteria)
+            return await self._conversations(connection).count(tenant_id, criteria)
 
     async def get(self, tenant_id: int, chat_id: str) -> Mapping[str, Any] | None:
         async with self._database.read() as connection:
-            return await ConversationRepository(connection).get_by_chat_id(tenant_id, chat_id)
+            return await self._conversations(connection).get_by_chat_id(tenant_id, chat_id)
 
     async def agents(self, tenant_id: int, conversation_ids: list[int]) -> dict[int, list[str]]:
         async with self._database.read() as connection:
-            return await ConversationRepository(connection).agents_for(tenant_id, conversation_ids)
+            return await self._conversations(connection).agents_for(tenant_id, conversation_ids)
 
     async def topics(self, tenant_id: int, conversation_ids: list[int]) -> dict[int, list[str]]:
         async with self._database.read() as connection:
             return await AnalysisRepository(connection).topics_for(tenant_id, conversation_ids)
-
-    async def top_topics(
-        self, tenant_id: int, selection: ConversationFilter | None, *, limit: int
-    ) -> list[tuple[str, int]]:
-        if not 1 <= limit <= MAX_TOPIC_LIMIT:
-            raise BadUserInput(f"`limit` must be between 1 and {MAX_TOPIC_LIMIT}, got {limit}")
-        criteria = resolve_filter(selection, self._settings.zone)
-        async with self._database.read() as connection:
-            return await ConversationRepository(connection).top_topics(
-                tenant_id, criteria, limit=limit
-            )
 
     async def messages(
         self, tenant_id: int, conversation_id: int, *, first: int, after: str | None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -12,6 +13,7 @@ from ..errors import BadUserInput
 
 MAX_CHAT_IDS = 1000
 MAX_SEARCH_LENGTH = 200
+MAX_LIST_VALUES = 100
 
 
 class ConversationOrder(enum.Enum):
@@ -27,6 +29,8 @@ class ConversationOrder(enum.Enum):
     SATISFACTION_DESC = "SATISFACTION_DESC"
     SENTIMENT_ASC = "SENTIMENT_ASC"
     SENTIMENT_DESC = "SENTIMENT_DESC"
+    CSI_ASC = "CSI_ASC"
+    CSI_DESC = "CSI_DESC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,14 @@ class ConversationFilter:
     topic: str | None = None
     resolved: bool | None = None
     analysis_status: str | None = None
+    agents: tuple[str, ...] | None = None
+    topics: tuple[str, ...] | None = None
+    min_first_response_time: float | None = None
+    max_first_response_time: float | None = None
+    min_csi: float | None = None
+    max_csi: float | None = None
+    repeat_contact: bool | None = None
+    language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,16 +65,22 @@ class ConversationCriteria:
 
     first_message_from: datetime | None = None
     first_message_before: datetime | None = None
-    agent: str | None = None
+    agents: tuple[str, ...] = ()
     search: str | None = None
     chat_ids: tuple[str, ...] | None = None
     satisfied: bool | None = None
     min_satisfaction: int | None = None
     max_satisfaction: int | None = None
     sentiment: str | None = None
-    topic: str | None = None
+    topics: tuple[str, ...] = ()
     resolved: bool | None = None
     analysis_status: str | None = None
+    min_first_response_time: float | None = None
+    max_first_response_time: float | None = None
+    min_csi: float | None = None
+    max_csi: float | None = None
+    repeat_contact: bool | None = None
+    language: str | None = None
 
 
 def local_midnight(day: date, zone: ZoneInfo) -> datetime:
@@ -92,27 +110,60 @@ def resolve_filter(selection: ConversationFilter | None, zone: ZoneInfo) -> Conv
     search = selection.search.strip() if selection.search is not None else None
     if search is not None and len(search) > MAX_SEARCH_LENGTH:
         raise BadUserInput(f"search accepts at most {MAX_SEARCH_LENGTH} characters")
-    agent = selection.agent.strip() if selection.agent is not None else None
     for name, score in (
         ("minSatisfaction", selection.min_satisfaction),
         ("maxSatisfaction", selection.max_satisfaction),
     ):
         if score is not None and not 1 <= score <= 5:
             raise BadUserInput(f"{name} must be between 1 and 5, got {score}")
-    topic = normalise_topic(selection.topic) if selection.topic is not None else None
+    for name, number in (
+        ("minFirstResponseTimeMinutes", selection.min_first_response_time),
+        ("maxFirstResponseTimeMinutes", selection.max_first_response_time),
+        ("minCsi", selection.min_csi),
+        ("maxCsi", selection.max_csi),
+    ):
+        if number is not None and not math.isfinite(number):
+            raise BadUserInput(f"{name} must be a finite number")
+    agents = _distinct_texts([selection.agent, *(selection.agents or ())], "agents")
+    topics = _distinct_texts(
+        [
+            normalise_topic(topic)
+            for topic in [selection.topic, *(selection.topics or ())]
+            if topic is not None
+        ],
+        "topics",
+    )
+    language = selection.language.strip().lower() if selection.language else None
     return ConversationCriteria(
         first_message_from=(
             local_midnight(selection.start_date, zone) if selection.start_date else None
         ),
         first_message_before=_day_after(selection.end_date, zone),
-        agent=agent or None,
+        agents=agents,
         search=search or None,
         chat_ids=selection.chat_ids,
         satisfied=selection.satisfied,
         min_satisfaction=selection.min_satisfaction,
         max_satisfaction=selection.max_satisfaction,
         sentiment=selection.sentiment,
-        topic=topic or None,
+        topics=topics,
         resolved=selection.resolved,
         analysis_status=selection.analysis_status,
+        min_first_response_time=selection.min_first_response_time,
+        max_first_response_time=selection.max_first_response_time,
+        min_csi=selection.min_csi,
+        max_csi=selection.max_csi,
+        repeat_contact=selection.repeat_contact,
+        language=language or None,
     )
+
+
+def _distinct_texts(values: list[str | None], name: str) -> tuple[str, ...]:
+    found: list[str] = []
+    for value in values:
+        text = value.strip() if value is not None else ""
+        if text and text not in found:
+            found.append(text)
+    if len(found) > MAX_LIST_VALUES:
+        raise BadUserInput(f"{name} accepts at most {MAX_LIST_VALUES} values")
+    return tuple(found)

@@ -1,0 +1,330 @@
+"""Analytics for a support lead: totals, trends, period comparison, agents, topics, activity.
+
+Time is bucketed in the configured timezone: bucket boundaries are computed here as exact
+UTC instants (daylight saving included) and the database groups by them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from ..db import Database
+from ..errors import BadUserInput
+from ..repositories.analytics import (
+    ACTIVITY_SLOT_SECONDS,
+    AgentTotals,
+    AnalyticsRepository,
+    MetricTotals,
+    TopicTotals,
+)
+from ..repositories.selection import CsiParameters
+from ..settings import Settings
+from .filters import ConversationFilter, local_midnight, resolve_filter
+
+MAX_BUCKETS = 2000
+MAX_TOPICS = 100
+# First response buckets: [0, 5) [5, 15) [15, 60) [60, 240) [240, 1440) [1440, inf) minutes.
+FIRST_RESPONSE_EDGES = (5.0, 15.0, 60.0, 240.0, 1440.0)
+
+
+class Interval(enum.Enum):
+    HOUR = "HOUR"
+    DAY = "DAY"
+    WEEK = "WEEK"
+    MONTH = "MONTH"
+
+
+class AgentOrder(enum.Enum):
+    CONVERSATIONS_DESC = "CONVERSATIONS_DESC"
+    RESPONSE_TIME_ASC = "RESPONSE_TIME_ASC"
+    RESPONSE_TIME_DESC = "RESPONSE_TIME_DESC"
+    CSAT_DESC = "CSAT_DESC"
+    CSAT_ASC = "CSAT_ASC"
+    CSI_DESC = "CSI_DESC"
+    CSI_ASC = "CSI_ASC"
+
+
+def csi_parameters(settings: Settings) -> CsiParameters:
+    weights = settings.csi_weights
+    return CsiParameters(
+        frt_target_minutes=settings.csi_frt_target_minutes,
+        frt_limit_minutes=settings.csi_frt_limit_minutes,
+        effectiveness_weight=weights["effectiveness"],
+        effort_weight=weights["effort"],
+        efficiency_weight=weights["efficiency"],
+        empathy_weight=weights["empathy"],
+    )
+
+
+def percentage(part: int, whole: int) -> float | None:
+    return 100.0 * part / whole if whole else None
+
+
+def previous_period(selection: ConversationFilter | None) -> ConversationFilter | None:
+    """The equally long period just before the filter's dates; None without both dates."""
+    if selection is None or selection.start_date is None or selection.end_date is None:
+        return None
+    days = (selection.end_date - selection.start_date).days + 1
+    try:
+        start = selection.start_date - timedelta(days=days)
+    except OverflowError:
+        return None
+    return replace(selection, start_date=start, end_date=selection.start_date - timedelta(days=1))
+
+
+@dataclass(slots=True)
+class TimeBucket:
+    start: datetime
+    totals: MetricTotals
+    top_topics: list[tuple[str, int]]
+
+
+@dataclass(slots=True)
+class HeatmapCell:
+    weekday: int
+    hour: int
+    customer_messages: int
+    conversations_started: int
+
+
+@dataclass(slots=True)
+class FirstResponseBucket:
+    label: str
+    min_minutes: float | None
+    max_minutes: float | None
+    conversations: int
+
+
+@dataclass(slots=True)
+class TopicBreakdown:
+    totals: TopicTotals
+    percentage: float | None
+
+
+def _bucket_label(low: float, high: float | None) -> str:
+    def words(minutes: float) -> str:
+        return f"{minutes / 60:g} h" if minutes >= 60 else f"{minutes:g} min"
+
+    if high is None:
+        return f"over {words(low)}"
+    return f"{words(low)} to {words(high)}"
+
+
+class AnalyticsService:
+    def __init__(self, database: Database, settings: Settings) -> None:
+        self._database = database
+        self._settings = settings
+        self._csi = csi_parameters(settings)
+
+    def _repository(self, connection: Any) -> AnalyticsRepository:
+        return AnalyticsRepository(connection, csi=self._csi)
+
+    async def metrics(self, tenant_id: int, selection: ConversationFilter | None) -> MetricTotals:
+        criteria = resolve_filter(selection, self._settings.zone)
+        async with self._database.read() as connection:
+            found = await self._repository(connection).totals(tenant_id, criteria)
+        return found.get(None, MetricTotals())
+
+    async def top_topics(
+        self, tenant_id: int, selection: ConversationFilter | None, *, limit: int
+    ) -> list[tuple[str, int]]:
+        check_limit(limit)
+        criteria = resolve_filter(selection, self._settings.zone)
+        async with self._database.read() as connection:
+            found = await self._repository(connection).top_topics(tenant_id, criteria, limit=limit)
+        return found.get(None, [])
+
+    # -- trends -----------------------------------------------------------------------
+    async def timeseries(
+        self, tenant_id: int, selection: ConversationFilter | None, interval: Interval
+    ) -> list[TimeBucket]:
+        """One bucket per interval over the filter's dates (or the data's), empty ones too."""
+        zone = self._settings.zone
+        criteria = resolve_filter(selection, zone)
+        async with self._database.read() as connection:
+            repository = self._repository(connection)
+            first_day, last_day = await self._date_range(repository, tenant_id, selection)
+            if first_day is None or last_day is None:
+                return []
+            boundaries = _boundaries(first_day, last_day, interval, zone)
+            if len(boundaries) - 1 > MAX_BUCKETS:
+                raise BadUserInput(
+                    f"that range holds more than {MAX_BUCKETS} {interval.value.lower()} "
+                    "buckets; narrow the dates or choose a longer interval"
+                )
+            bounded = replace(
+                criteria,
+                first_message_from=max(boundaries[0], criteria.first_message_from or boundaries[0]),
+                first_message_before=min(
+                    boundaries[-1], criteria.first_message_before or boundaries[-1]
+                ),
+            )
+            totals = await repository.totals(tenant_id, bounded, buckets=boundaries)
+            topics = await repository.top_topics(
+                tenant_id, bounded, limit=MAX_TOPICS, buckets=boundaries
+            )
+        return [
+            TimeBucket(
+                start=boundaries[index].astimezone(zone),
+                totals=totals.get(index, MetricTotals()),
+                top_topics=topics.get(index, []),
+            )
+            for index in range(len(boundaries) - 1)
+        ]
+
+    async def _date_range(
+        self,
+        repository: AnalyticsRepository,
+        tenant_id: int,
+        selection: ConversationFilter | None,
+    ) -> tuple[date | None, date | None]:
+        start = selection.start_date if selection else None
+        end = selection.end_date if selection else None
+        if start is not None and end is not None:
+            return start, end
+        criteria = resolve_filter(selection, self._settings.zone)
+        earliest, latest = await repository.first_message_range(tenant_id, criteria)
+        zone = self._settings.zone
+        if earliest is None or latest is None:
+            return start, end
+        return (
+            start or earliest.astimezone(zone).date(),
+            end or latest.astimezone(zone).date(),
+        )
+
+    async def activity_heatmap(
+        self, tenant_id: int, selection: ConversationFilter | None
+    ) -> list[HeatmapCell]:
+        """Weekday (1 = Monday) by hour (0-23) in the configured timezone, all 168 cells."""
+        zone = self._settings.zone
+        criteria = resolve_filter(selection, zone)
+        async with self._database.read() as connection:
+            counts = await self._repository(connection).activity(tenant_id, criteria)
+        cells = {
+            (weekday, hour): HeatmapCell(weekday, hour, 0, 0)
+            for weekday in range(1, 8)
+            for hour in range(24)
+        }
+
+        def cell(slot: int) -> HeatmapCell:
+            moment = datetime.fromtimestamp(slot * ACTIVITY_SLOT_SECONDS, tz=UTC).astimezone(zone)
+            return cells[(moment.isoweekday(), moment.hour)]
+
+        for slot, count in counts.customer_messages.items():
+            cell(slot).customer_messages += count
+        for slot, count in counts.conversations_started.items():
+            cell(slot).conversations_started += count
+        return list(cells.values())
+
+    async def first_response_histogram(
+        self, tenant_id: int, selection: ConversationFilter | None
+    ) -> list[FirstResponseBucket]:
+        criteria = resolve_filter(selection, self._settings.zone)
+        async with self._database.read() as connection:
+            counts = await self._repository(connection).first_response_histogram(
+                tenant_id, criteria, edges=FIRST_RESPONSE_EDGES
+            )
+        lows = (0.0, *FIRST_RESPONSE_EDGES)
+        highs: tuple[float | None, ...] = (*FIRST_RESPONSE_EDGES, None)
+        buckets = [
+            FirstResponseBucket(_bucket_label(low, high), low, high, counts.get(index, 0))
+            for index, (low, high) in enumerate(zip(lows, highs, strict=True))
+        ]
+        buckets.append(FirstResponseBucket("no agent response", None, None, counts.get(None, 0)))
+        return buckets
+
+    # -- breakdowns -------------------------------------------------------------------
+    async def agents(
+        self, tenant_id: int, selection: ConversationFilter | None, order: AgentOrder
+    ) -> list[AgentTotals]:
+        """Every agent of the selection, in the requested order (ties by name)."""
+        criteria = resolve_filter(selection, self._settings.zone)
+        async with self._database.read() as connection:
+            found = await self._repository(connection).agents(tenant_id, criteria)
+        found.sort(key=agent_sort_key(order))
+        return found
+
+    async def topics(
+        self, tenant_id: int, selection: ConversationFilter | None, *, limit: int
+    ) -> list[TopicBreakdown]:
+        check_limit(limit)
+        zone = self._settings.zone
+        criteria = resolve_filter(selection, zone)
+        earlier = previous_period(selection)
+        previous = resolve_filter(earlier, zone) if earlier is not None else None
+        async with self._database.read() as connection:
+            repository = self._repository(connection)
+            found = await repository.topics(tenant_id, criteria, previous=previous)
+            analyzed = (
+                (await repository.totals(tenant_id, criteria))
+                .get(None, MetricTotals())
+                .analyzed_conversations
+            )
+        found.sort(key=lambda topic: (-topic.conversations, topic.topic))
+        return [
+            TopicBreakdown(totals=topic, percentage=percentage(topic.conversations, analyzed))
+            for topic in found[:limit]
+        ]
+
+
+def agent_sort_key(order: AgentOrder) -> Callable[[AgentTotals], Any]:
+    """Sort keys with missing values last and the agent's name as the tie-breaker."""
+
+    def ascending(value: float | None) -> tuple[int, float]:
+        return (1, 0.0) if value is None else (0, value)
+
+    def descending(value: float | None) -> tuple[int, float]:
+        return (1, 0.0) if value is None else (0, -value)
+
+    def csat(agent: AgentTotals) -> float | None:
+        return percentage(agent.satisfied_conversations, agent.analyzed_conversations)
+
+    keys: dict[AgentOrder, Callable[[AgentTotals], Any]] = {
+        AgentOrder.CONVERSATIONS_DESC: lambda a: (-a.conversations, a.agent),
+        AgentOrder.RESPONSE_TIME_ASC: lambda a: (ascending(a.avg_response_time_minutes), a.agent),
+        AgentOrder.RESPONSE_TIME_DESC: lambda a: (
+            descending(a.avg_response_time_minutes),
+            a.agent,
+        ),
+        AgentOrder.CSAT_DESC: lambda a: (descending(csat(a)), a.agent),
+        AgentOrder.CSAT_ASC: lambda a: (ascending(csat(a)), a.agent),
+        AgentOrder.CSI_DESC: lambda a: (descending(a.avg_csi), a.agent),
+        AgentOrder.CSI_ASC: lambda a: (ascending(a.avg_csi), a.agent),
+    }
+    return keys[order]
+
+
+def check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_TOPICS:
+        raise BadUserInput(f"`limit` must be between 1 and {MAX_TOPICS}, got {limit}")
+
+
+def _boundaries(first: date, last: date, interval: Interval, zone: Any) -> list[datetime]:
+    """Bucket starts from the interval containing `first` to the end of `last`, in UTC."""
+    if interval is Interval.WEEK:
+        first = first - timedelta(days=first.isoweekday() - 1)
+    elif interval is Interval.MONTH:
+        first = first.replace(day=1)
+    end = local_midnight(last + timedelta(days=1), zone).astimezone(UTC)
+    cursor = local_midnight(first, zone).astimezone(UTC)
+    boundaries = [cursor]
+    day = first
+    while cursor < end:
+        if interval is Interval.HOUR:
+            cursor = cursor + timedelta(hours=1)
+        else:
+            if interval is Interval.DAY:
+                day = day + timedelta(days=1)
+            elif interval is Interval.WEEK:
+                day = day + timedelta(days=7)
+            else:
+                day = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+            cursor = local_midnight(day, zone).astimezone(UTC)
+        boundaries.append(cursor)
+        if len(boundaries) > MAX_BUCKETS + 1:
+            break
+    return boundaries
