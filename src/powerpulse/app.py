@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from strawberry.asgi import GraphQL
 
-from . import __version__
+from . import __version__, exports
 from .analysis.base import Analyzer
 from .db import Database, create_engine
 from .graphql.context import Context, Services
@@ -28,6 +28,7 @@ from .repositories.tenants import TenantRepository
 from .services.analysis import AnalysisWorker, WorkerBusy, build_analyzer
 from .services.analytics import AnalyticsService
 from .services.conversations import ConversationService
+from .services.exports import ExportService
 from .services.ingest import IngestService
 from .services.jobs import JobService
 from .settings import DEFAULT_TENANT_NAME, Settings
@@ -81,6 +82,7 @@ async def open_state(settings: Settings, *, migrate: bool | None = None) -> AppS
             on_work_queued=worker.notify,
         ),
         jobs=JobService(database, settings),
+        exports=ExportService(database, settings),
     )
     return AppState(settings, database, analyzer, worker, services, tenant_id)
 
@@ -178,6 +180,9 @@ def create_app(
     return Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
+            Route("/export/conversations.csv", exports.conversations_csv, methods=["GET"]),
+            Route("/export/messages.csv", exports.messages_csv, methods=["GET"]),
+            Route("/api/download", exports.download, methods=["GET"]),
             Route(GRAPHQL_PATH, graphql_app, methods=["GET", "POST"]),
         ],
         middleware=[

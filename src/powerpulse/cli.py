@@ -280,6 +280,20 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    """Rewrite the generated metric table in docs/metrics.md (or print it)."""
+    from .metric_definitions import markdown_table, with_table
+
+    if args.path is None:
+        sys.stdout.write(markdown_table() + "\n")
+        return 0
+    path = Path(args.path)
+    document = path.read_text(encoding="utf-8") if path.exists() else "# Metrics\n"
+    path.write_text(with_table(document), encoding="utf-8")
+    print(f"updated {path}")
+    return 0
+
+
 def cmd_export_schema(args: argparse.Namespace) -> int:
     from .graphql.schema import build_schema
 
@@ -336,6 +350,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-analyse every conversation of the file, even unchanged ones",
     )
     ingest.set_defaults(handler=cmd_ingest)
+
+    docs = commands.add_parser("docs", help="generated documentation")
+    docs_commands = docs.add_subparsers(dest="docs_command", required=True)
+    metrics_docs = docs_commands.add_parser(
+        "metrics", help="write the metric definitions table into a Markdown file"
+    )
+    metrics_docs.add_argument(
+        "path", nargs="?", help="file to update, e.g. docs/metrics.md (prints when omitted)"
+    )
+    docs.set_defaults(handler=cmd_docs)
 
     export = commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
     export.set_defaults(handler=cmd_export_schema)

@@ -9,6 +9,7 @@ from strawberry.dataloader import DataLoader
 
 from ..services.analytics import AnalyticsService
 from ..services.conversations import ConversationService
+from ..services.exports import ExportService
 from ..services.ingest import IngestService
 from ..services.jobs import JobService
 
@@ -19,6 +20,7 @@ class Services:
     analytics: AnalyticsService
     ingest: IngestService
     jobs: JobService
+    exports: ExportService
 
 
 @dataclass

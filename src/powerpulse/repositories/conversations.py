@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, insert, select, update
@@ -181,6 +181,24 @@ class ConversationRepository(Repository):
         statement = statement.order_by(*ordering.order_by()).limit(first + 1)
         rows = list((await self.connection.execute(statement)).mappings())
         return rows[:first], len(rows) > first, ordering
+
+    async def stream(
+        self, tenant_id: int, criteria: ConversationCriteria, *, batch_size: int = 1000
+    ) -> AsyncIterator[list[Mapping[str, Any]]]:
+        """Every selected conversation (with analysis and CSI) in batches, oldest first.
+
+        Rows are read with a server-side cursor, so memory stays flat however many match.
+        """
+        selection = self.selection(tenant_id, criteria)
+        statement = (
+            self._rows(selection)
+            .where(*selection.conditions)
+            .order_by(_c.first_message_at, _c.id)
+            .execution_options(yield_per=batch_size)
+        )
+        result = await self.connection.stream(statement)
+        async for partition in result.mappings().partitions(batch_size):
+            yield list(partition)
 
     async def count(self, tenant_id: int, criteria: ConversationCriteria) -> int:
         selection = self.selection(tenant_id, criteria)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, insert, select
 
-from ..models import Message
+from ..models import Conversation, Message
 from .base import Repository
 from .keyset import Ordering, SortKey
 
@@ -81,6 +81,25 @@ class MessageRepository(Repository):
         statement = statement.order_by(*TIME_ORDER.order_by()).limit(first + 1)
         rows = list((await self.connection.execute(statement)).mappings())
         return rows[:first], len(rows) > first, TIME_ORDER
+
+    async def stream_for_selection(
+        self, selection: Any, *, batch_size: int = 2000
+    ) -> AsyncIterator[list[Mapping[str, Any]]]:
+        """Messages of the selected conversations with their chat id, chat by chat in time."""
+        conversations = Conversation.__table__  # type: ignore[attr-defined]
+        statement = (
+            select(conversations.c.chat_id, messages)
+            .select_from(messages.join(conversations, conversations.c.id == _m.conversation_id))
+            .where(
+                _m.tenant_id == selection.tenant_id,
+                _m.conversation_id.in_(selection.ids()),
+            )
+            .order_by(conversations.c.first_message_at, _m.conversation_id, _m.sent_at, _m.id)
+            .execution_options(yield_per=batch_size)
+        )
+        result = await self.connection.stream(statement)
+        async for partition in result.mappings().partitions(batch_size):
+            yield list(partition)
 
     async def count(self, tenant_id: int, conversation_id: int) -> int:
         return int(
