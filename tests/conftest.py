@@ -92,7 +92,10 @@ async def postgres_url() -> AsyncIterator[str]:
 @pytest.fixture
 def settings_factory(database_url: str) -> Any:
     def build(**overrides: Any) -> Settings:
-        return Settings(database_url=database_url, env="test", **overrides)
+        # Most tests act as the default tenant; authentication has tests of its own.
+        return Settings(
+            database_url=database_url, env="test", **{"auth_disabled": True, **overrides}
+        )
 
     return build
 

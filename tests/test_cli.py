@@ -49,6 +49,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     }
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'cli.db'}"
     env["POWERPULSE_ANALYZER"] = "lexicon"  # offline and deterministic
+    env["POWERPULSE_AUTH_DISABLED"] = "1"  # the server binds to loopback only
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -43,7 +43,9 @@ FILTERS: list[dict[str, Any] | None] = [
 async def _snapshot(database_url: str, tmp_path: Path) -> dict[str, Any]:
     import httpx
 
-    settings = Settings(database_url=database_url, env="test", worker_poll_seconds=0.05)
+    settings = Settings(
+        database_url=database_url, env="test", worker_poll_seconds=0.05, auth_disabled=True
+    )
     app = create_app(settings, migrate=True)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)

@@ -15,27 +15,37 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types.unset import UNSET
 
 from . import __version__, exports
 from .analysis.base import Analyzer
 from .db import Database, create_engine
 from .graphql.context import Context, Services
 from .graphql.schema import build_schema
-from .http import GraphQLRequestGuard, RequestIdMiddleware
+from .http import (
+    AuthenticationMiddleware,
+    GraphQLRequestGuard,
+    RequestIdMiddleware,
+    bearer_token,
+)
 from .ingest.stream import require_fast_json_backend
 from .migrate import prepare_schema
 from .repositories.tenants import TenantRepository
-from .services.analysis import AnalysisWorker, WorkerBusy, build_analyzer
+from .services.analysis import AnalysisWorker, AnalyzerRegistry, WorkerBusy, build_analyzer
 from .services.analytics import AnalyticsService
 from .services.conversations import ConversationService
 from .services.exports import ExportService
 from .services.ingest import IngestService
 from .services.jobs import JobService
+from .services.tenants import Authenticator, Principal, TenantDirectory
 from .settings import DEFAULT_TENANT_NAME, Settings
 
 logger = logging.getLogger("powerpulse")
 
 GRAPHQL_PATH = "/graphql"
+# Tenant ids start at 1: a context that is not authenticated yet matches no row at all.
+NO_TENANT = 0
 
 
 @dataclass
@@ -44,14 +54,19 @@ class AppState:
 
     settings: Settings
     database: Database
-    analyzer: Analyzer
+    analyzers: AnalyzerRegistry
     worker: AnalysisWorker
     services: Services
     default_tenant_id: int
+    authenticator: Authenticator
+
+    @property
+    def analyzer(self) -> Analyzer:
+        return self.analyzers.default
 
     async def close(self) -> None:
         await self.worker.stop()
-        await self.analyzer.aclose()
+        await self.analyzers.aclose()
         await self.database.dispose()
 
 
@@ -67,24 +82,29 @@ async def open_state(settings: Settings, *, migrate: bool | None = None) -> AppS
         await prepare_schema(database.engine, migrate=migrate)
         async with database.write() as connection:
             tenant_id = await TenantRepository(connection).ensure(DEFAULT_TENANT_NAME)
-        analyzer = build_analyzer(settings)
+        analyzers = AnalyzerRegistry(settings, build_analyzer(settings))
     except BaseException:
         await database.dispose()
         raise
-    worker = AnalysisWorker(database, settings, analyzer)
+    tenants = TenantDirectory(database, settings)
+    worker = AnalysisWorker(database, settings, analyzers, tenants=tenants)
     services = Services(
-        conversations=ConversationService(database, settings),
-        analytics=AnalyticsService(database, settings),
+        conversations=ConversationService(database, settings, tenants),
+        analytics=AnalyticsService(database, settings, tenants),
         ingest=IngestService(
             database,
             settings,
-            analyzer_fingerprint=analyzer.fingerprint.key(),
+            analyzer_fingerprint=analyzers.fingerprint_for,
             on_work_queued=worker.notify,
+            tenants=tenants,
         ),
         jobs=JobService(database, settings),
-        exports=ExportService(database, settings),
+        exports=ExportService(database, settings, tenants),
+        tenants=tenants,
     )
-    return AppState(settings, database, analyzer, worker, services, tenant_id)
+    return AppState(
+        settings, database, analyzers, worker, services, tenant_id, Authenticator(database)
+    )
 
 
 class PowerPulseGraphQL(GraphQL[Context, None]):
@@ -96,13 +116,33 @@ class PowerPulseGraphQL(GraphQL[Context, None]):
 
     async def get_context(self, request: Any, response: Any = None) -> Context:
         state: AppState = self._state_source(request)
+        principal: Principal | None = request.scope.get("state", {}).get("principal")
+        if principal is None and state.settings.auth_disabled:
+            principal = Principal(state.default_tenant_id, read_only=False)
         return Context(
             request=request,
             response=response,
             services=state.services,
-            tenant_id=state.default_tenant_id,
+            # A WebSocket authenticates in on_ws_connect; until then it may do nothing.
+            tenant_id=principal.tenant_id if principal else NO_TENANT,
+            read_only=principal.read_only if principal else True,
             request_id=request.scope.get("state", {}).get("request_id", ""),
         )
+
+    async def on_ws_connect(self, context: Context) -> Any:
+        """GraphQL over WebSocket carries its key in connection_params."""
+        state: AppState = self._state_source(context.request)
+        if state.settings.auth_disabled:
+            return UNSET
+        params = context.connection_params if isinstance(context.connection_params, dict) else {}
+        raw = params.get("Authorization") or params.get("authorization") or params.get("apiKey")
+        key = bearer_token(raw) if isinstance(raw, str) and " " in raw else raw
+        principal = await state.authenticator.authenticate(key) if isinstance(key, str) else None
+        if principal is None:
+            raise ConnectionRejectionError({"code": "UNAUTHENTICATED"})
+        context.tenant_id = principal.tenant_id
+        context.read_only = principal.read_only
+        return UNSET
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -187,6 +227,7 @@ def create_app(
         ],
         middleware=[
             Middleware(RequestIdMiddleware),
+            Middleware(AuthenticationMiddleware, protected=(GRAPHQL_PATH, "/export/", "/api/")),
             Middleware(
                 GraphQLRequestGuard, path=GRAPHQL_PATH, max_body_bytes=settings.max_upload_bytes
             ),

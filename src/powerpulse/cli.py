@@ -198,6 +198,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import create_app
 
     settings = _load_settings()
+    if settings.auth_disabled and not _is_loopback(args.host):
+        print(
+            f"powerpulse: refusing to serve on {args.host} with POWERPULSE_AUTH_DISABLED set: "
+            "without API keys anyone who can reach the port reads every conversation. "
+            "Bind to 127.0.0.1 (or ::1), or create a tenant and API key "
+            "(`powerpulse tenant create NAME`) and unset POWERPULSE_AUTH_DISABLED.",
+            file=sys.stderr,
+        )
+        return 2
     migrate = True if args.migrate else None
     if args.demo:
         try:
@@ -280,6 +289,86 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _with_admin(settings: Settings, action: Any) -> Any:
+    from .db import Database, create_engine
+    from .migrate import prepare_schema
+    from .services.tenants import TenantAdmin
+
+    database = Database(create_engine(settings))
+    try:
+        await prepare_schema(database.engine, migrate=None)
+        return await action(TenantAdmin(database, settings))
+    finally:
+        await database.dispose()
+
+
+def _admin(action: Any) -> Any:
+    settings = _load_settings()
+    return asyncio.run(_with_admin(settings, action))
+
+
+def cmd_tenant(args: argparse.Namespace) -> int:
+    if args.tenant_command == "create":
+        tenant_id, key_id, key = _admin(lambda admin: admin.create_tenant(args.name))
+        print(f"tenant {args.name} created with id {tenant_id}")
+        print(f"API key {key_id} (read-write), shown only now; store it safely:")
+        print(key)
+        return 0
+    if args.tenant_command == "list":
+        for tenant in _admin(lambda admin: admin.tenants()):
+            patterns = ",".join(tenant.autoresponse_patterns)
+            print(
+                f"{tenant.id}\t{tenant.name}\ttimezone={tenant.timezone}\t"
+                f"session_gap_hours={tenant.session_gap_hours:g}\t"
+                f"autoresponse_patterns={patterns}\ttopics_file={tenant.topics_file or '-'}"
+            )
+        return 0
+    patterns = (
+        [part for part in args.autoresponse_patterns.split(",")]
+        if args.autoresponse_patterns is not None
+        else None
+    )
+    tenant = _admin(
+        lambda admin: admin.configure(
+            args.name,
+            timezone=args.timezone,
+            autoresponse_patterns=patterns,
+            topics_file=args.topics_file,
+            session_gap_hours=args.session_gap_hours,
+        )
+    )
+    print(
+        f"tenant {tenant.name}: timezone={tenant.timezone} "
+        f"session_gap_hours={tenant.session_gap_hours:g} "
+        f"autoresponse_patterns={','.join(tenant.autoresponse_patterns)} "
+        f"topics_file={tenant.topics_file or '-'}"
+    )
+    print("running servers pick the change up within a few seconds; new uploads use it")
+    return 0
+
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    if args.apikey_command == "create":
+        key_id, key = _admin(lambda admin: admin.create_key(args.tenant, read_only=args.read_only))
+        kind = "read-only" if args.read_only else "read-write"
+        print(f"API key {key_id} ({kind}) for {args.tenant}, shown only now; store it safely:")
+        print(key)
+        return 0
+    if args.apikey_command == "list":
+        for row in _admin(lambda admin: admin.keys(args.tenant)):
+            state = "revoked" if row["revoked_at"] else "active"
+            kind = "read-only" if row["read_only"] else "read-write"
+            last = row["last_used_at"].isoformat() if row["last_used_at"] else "never"
+            print(
+                f"{row['id']}\t{row['tenant']}\t{row['prefix']}…\t{kind}\t{state}\t"
+                f"created {row['created_at'].isoformat()}\tlast used {last}"
+            )
+        return 0
+    _admin(lambda admin: admin.revoke_key(args.id))
+    print(f"API key {args.id} revoked")
+    return 0
+
+
 def cmd_docs(args: argparse.Namespace) -> int:
     """Rewrite the generated metric table in docs/metrics.md (or print it)."""
     from .metric_definitions import markdown_table, with_table
@@ -351,6 +440,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.set_defaults(handler=cmd_ingest)
 
+    tenant = commands.add_parser("tenant", help="tenants and their own settings")
+    tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True)
+    create = tenant_commands.add_parser("create", help="create a tenant and its first API key")
+    create.add_argument("name")
+    tenant_commands.add_parser("list", help="list tenants and their effective settings")
+    configure = tenant_commands.add_parser(
+        "set", help="change a tenant's own settings ('' returns to the default)"
+    )
+    configure.add_argument("name")
+    configure.add_argument("--timezone", help="IANA timezone, e.g. Africa/Nairobi")
+    configure.add_argument(
+        "--autoresponse-patterns", help="comma-separated substrings of bot autoresponses"
+    )
+    configure.add_argument("--topics-file", help="JSON keyword taxonomy for the lexicon analyzer")
+    configure.add_argument(
+        "--session-gap-hours", type=float, help="silence that starts a new contact (0 = default)"
+    )
+    tenant.set_defaults(handler=cmd_tenant)
+
+    apikey = commands.add_parser("apikey", help="API keys")
+    apikey_commands = apikey.add_subparsers(dest="apikey_command", required=True)
+    key_create = apikey_commands.add_parser("create", help="create an API key for a tenant")
+    key_create.add_argument("--tenant", required=True)
+    key_create.add_argument(
+        "--read-only", action="store_true", help="queries and exports only, no uploads"
+    )
+    key_list = apikey_commands.add_parser("list", help="list API keys (never their secrets)")
+    key_list.add_argument("--tenant")
+    key_revoke = apikey_commands.add_parser("revoke", help="revoke an API key")
+    key_revoke.add_argument("id", type=int)
+    apikey.set_defaults(handler=cmd_apikey)
+
     docs = commands.add_parser("docs", help="generated documentation")
     docs_commands = docs.add_subparsers(dest="docs_command", required=True)
     metrics_docs = docs_commands.add_parser(
@@ -375,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return int(args.handler(args))
+    except PowerPulseError as exc:
+        print(f"powerpulse: {exc.message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -137,12 +137,12 @@ async def export_csv(request: Request, export_type: str) -> Response:
     from .app import AppState  # the app module imports this one
 
     state: AppState = request.state.powerpulse
+    tenant_id = request.state.principal.tenant_id
     try:
         selection, excel = parse_filter(request)
-        state.services.exports.check(selection)
+        await state.services.exports.check(tenant_id, selection)
     except BadUserInput as exc:
         return _error(exc)
-    tenant_id = state.default_tenant_id
     exports = state.services.exports
     if export_type == "messages":
         rows = exports.messages_csv(tenant_id, selection, excel=excel)

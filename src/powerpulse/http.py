@@ -8,6 +8,7 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import PayloadTooLarge
+from .services.tenants import Principal
 
 PREFLIGHT_HEADERS = (b"apollo-require-preflight", b"graphql-require-preflight")
 
@@ -142,3 +143,65 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
 def _too_large(limit: int) -> str:
     return f"the request body is larger than the upload limit of {limit} bytes"
 
+
+class AuthenticationMiddleware:
+    """Finds the principal of every API request: its API key's tenant, or the default tenant.
+
+    Requests without a valid key get a 401 with a JSON error before any work is done. The
+    GraphiQL page itself (a plain browser GET) needs no key; the queries it sends do.
+    """
+
+    def __init__(self, app: ASGIApp, *, protected: tuple[str, ...]) -> None:
+        self.app = app
+        self.protected = protected
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.protected):
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        app_state = state["powerpulse"]
+        if app_state.settings.auth_disabled:
+            state["principal"] = Principal(app_state.default_tenant_id, read_only=False)
+            await self.app(scope, receive, send)
+            return
+        if _is_ide_page(scope):
+            await self.app(scope, receive, send)
+            return
+        principal = None
+        key = bearer_token(dict(scope["headers"]).get(b"authorization"))
+        if key is not None:
+            principal = await app_state.authenticator.authenticate(key)
+        if principal is None:
+            message = (
+                "this API key is not valid (unknown or revoked)"
+                if key is not None
+                else "send an API key as `Authorization: Bearer pp_…`"
+            )
+            await send_json_error(
+                send,
+                401,
+                "UNAUTHENTICATED",
+                message,
+                headers=[(b"www-authenticate", b'Bearer realm="powerpulse"')],
+            )
+            return
+        state["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+def bearer_token(header: bytes | str | None) -> str | None:
+    if not header:
+        return None
+    text = header.decode("latin-1") if isinstance(header, bytes) else header
+    scheme, _, token = text.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def _is_ide_page(scope: Scope) -> bool:
+    if scope["method"] != "GET" or b"query=" in scope.get("query_string", b""):
+        return False
+    accept = dict(scope["headers"]).get(b"accept", b"")
+    return b"text/html" in accept

@@ -22,9 +22,7 @@ logger = logging.getLogger("powerpulse.migrate")
 
 def alembic_config(connection: Any = None) -> Config:
     config = Config()
-    config.set_main_option(
-        "script_location", str(resources.files("powerpulse") / "migrations")
-    )
+    config.set_main_option("script_location", str(resources.files("powerpulse") / "migrations"))
     config.attributes["connection"] = connection
     return config
 

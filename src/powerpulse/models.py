@@ -68,9 +68,7 @@ def _id_column() -> Any:
 
 def _tenant_column() -> Any:
     return Field(
-        sa_column=Column(
-            BigIntId, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
-        )
+        sa_column=Column(BigIntId, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
     )
 
 
@@ -87,6 +85,8 @@ def _timestamp(nullable: bool = False) -> Any:
 
 
 class Tenant(SQLModel, table=True):
+    """A company using PowerPulse; its own settings override the deployment's defaults."""
+
     __tablename__ = "tenants"
 
     id: int | None = _id_column()
@@ -94,6 +94,30 @@ class Tenant(SQLModel, table=True):
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )
+    timezone: str | None = Field(default=None, sa_column=Column(String(64)))
+    autoresponse_patterns: str | None = Field(
+        default=None, sa_column=Column(Text, comment="JSON array of substrings")
+    )
+    topics_file: str | None = Field(default=None, sa_column=Column(Text))
+    session_gap_hours: float | None = Field(default=None, sa_column=Column(Float))
+
+
+class ApiKey(SQLModel, table=True):
+    """A tenant's API key, stored only as a SHA-256 hash of the secret."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_tenant", "tenant_id"),)
+
+    id: int | None = _id_column()
+    tenant_id: int = _tenant_column()
+    key_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    prefix: str = Field(sa_column=Column(String(16), nullable=False))
+    read_only: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+    last_used_at: datetime | None = _timestamp(nullable=True)
+    revoked_at: datetime | None = _timestamp(nullable=True)
 
 
 class Conversation(SQLModel, table=True):

@@ -47,8 +47,9 @@ class Settings(BaseSettings):
         default="development", description="Deployment environment."
     )
     auth_disabled: bool = Field(
-        default=True,
-        description="Every request acts as the default tenant (local development).",
+        default=False,
+        description="No API keys: every request acts as the default tenant, read-write "
+        "(local development only; `serve` then binds to loopback addresses only).",
     )
     timezone: str = Field(
         default="UTC", description="IANA timezone used for date filters and day boundaries."
@@ -128,8 +129,7 @@ class Settings(BaseSettings):
     model: str = Field(default="gpt-4o-mini", description="Chat-completions model name.")
     model_prices: dict[str, tuple[float, float]] = Field(
         default_factory=lambda: {"gpt-4o-mini": (0.15, 0.60)},
-        description="JSON object: model -> [USD per 1M input tokens, USD per 1M output "
-        "tokens].",
+        description="JSON object: model -> [USD per 1M input tokens, USD per 1M output tokens].",
     )
     analysis_concurrency: int = Field(
         default=16, ge=1, le=512, description="Model requests in flight at most."

@@ -181,8 +181,7 @@ class TopicStats:
     resolution_rate: float | None
     avg_csi: float | None
     previous_period_conversations: int | None = strawberry.field(
-        description="Its conversations in the equally long period before; null without "
-        "both dates."
+        description="Its conversations in the equally long period before; null without both dates."
     )
 
     @classmethod

@@ -12,6 +12,7 @@ from ..services.conversations import ConversationService
 from ..services.exports import ExportService
 from ..services.ingest import IngestService
 from ..services.jobs import JobService
+from ..services.tenants import TenantDirectory
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Services:
     ingest: IngestService
     jobs: JobService
     exports: ExportService
+    tenants: TenantDirectory
 
 
 @dataclass
@@ -30,19 +32,22 @@ class Context:
     services: Services
     tenant_id: int
     request_id: str
+    read_only: bool = False
+    # Set by the GraphQL-over-WebSocket handshake (connection_init payload).
+    connection_params: Any = None
     agents_loader: DataLoader[int, list[str]] = field(init=False)
     topics_loader: DataLoader[int, list[str]] = field(init=False)
 
     def __post_init__(self) -> None:
         conversations = self.services.conversations
-        tenant_id = self.tenant_id
+        context = self
 
         async def load_agents(keys: list[int]) -> list[list[str]]:
-            found = await conversations.agents(tenant_id, list(keys))
+            found = await conversations.agents(context.tenant_id, list(keys))
             return [found.get(key, []) for key in keys]
 
         async def load_topics(keys: list[int]) -> list[list[str]]:
-            found = await conversations.topics(tenant_id, list(keys))
+            found = await conversations.topics(context.tenant_id, list(keys))
             return [found.get(key, []) for key in keys]
 
         self.agents_loader = DataLoader(load_fn=load_agents)

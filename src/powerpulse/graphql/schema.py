@@ -10,6 +10,7 @@ from strawberry.file_uploads import Upload
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, Info
 
+from ..errors import Forbidden
 from ..metric_definitions import METRIC_DEFINITIONS
 from ..services.conversations import check_page_size
 from .analytics import (
@@ -199,6 +200,9 @@ class Mutation:
     async def upload_chats(
         self, info: Info[Context, None], file: Upload, force_reprocess: bool = False
     ) -> UploadChatsPayload:
+        if info.context.read_only:
+            await file.close()
+            raise Forbidden("this API key is read-only; uploads need a read-write key")
         try:
             report = await info.context.services.ingest.ingest(
                 info.context.tenant_id, file.file, force_reprocess=force_reprocess

@@ -108,9 +108,7 @@ def escape_like(text: str) -> str:
 class Selection:
     """A tenant's conversations narrowed by criteria, as SQL pieces."""
 
-    def __init__(
-        self, tenant_id: int, criteria: ConversationCriteria, csi: CsiParameters
-    ) -> None:
+    def __init__(self, tenant_id: int, criteria: ConversationCriteria, csi: CsiParameters) -> None:
         self.tenant_id = tenant_id
         self.criteria = criteria
         self.csi = csi_columns(csi)

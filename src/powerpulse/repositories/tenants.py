@@ -1,13 +1,18 @@
-"""SQL for tenants."""
+"""SQL for tenants (with their own settings) and their API keys."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, insert, select
+from collections.abc import Mapping
+from typing import Any
 
-from ..models import Tenant, utcnow
+from sqlalchemy import func, insert, select, update
+
+from ..models import ApiKey, Tenant, utcnow
 from .base import Repository
 
 tenants = Tenant.__table__  # type: ignore[attr-defined]
+api_keys = ApiKey.__table__  # type: ignore[attr-defined]
+TENANT_SETTINGS = ("timezone", "autoresponse_patterns", "topics_file", "session_gap_hours")
 # First key of PowerPulse's two-key advisory locks on PostgreSQL ("PP" + 1 for ingest).
 INGEST_LOCK_NAMESPACE = 0x5050_0001
 
@@ -36,6 +41,92 @@ class TenantRepository(Repository):
                 select(func.pg_advisory_xact_lock(INGEST_LOCK_NAMESPACE, tenant_id))
             )
 
+    async def get(self, tenant_id: int) -> Mapping[str, Any] | None:
+        return (
+            (await self.connection.execute(select(tenants).where(tenants.c.id == tenant_id)))
+            .mappings()
+            .first()
+        )
+
+    async def by_name(self, name: str) -> Mapping[str, Any] | None:
+        return (
+            (await self.connection.execute(select(tenants).where(tenants.c.name == name)))
+            .mappings()
+            .first()
+        )
+
+    async def all(self) -> list[Mapping[str, Any]]:
+        rows = await self.connection.execute(select(tenants).order_by(tenants.c.id))
+        return list(rows.mappings())
+
+    async def update(self, tenant_id: int, values: Mapping[str, Any]) -> None:
+        unknown = set(values) - set(TENANT_SETTINGS)
+        if unknown:
+            raise ValueError(f"not tenant settings: {sorted(unknown)}")
+        if values:
+            await self.connection.execute(
+                update(tenants).where(tenants.c.id == tenant_id).values(**values)
+            )
+
     async def ensure(self, name: str) -> int:
         existing = await self.id_by_name(name)
         return existing if existing is not None else await self.create(name)
+
+
+class ApiKeyRepository(Repository):
+    async def create(self, tenant_id: int, *, key_hash: str, prefix: str, read_only: bool) -> int:
+        result = await self.connection.execute(
+            insert(api_keys)
+            .values(
+                tenant_id=tenant_id,
+                key_hash=key_hash,
+                prefix=prefix,
+                read_only=read_only,
+                created_at=utcnow(),
+            )
+            .returning(api_keys.c.id)
+        )
+        return int(result.scalar_one())
+
+    async def active_by_hash(self, key_hash: str) -> Mapping[str, Any] | None:
+        """The unrevoked key with this hash; authentication reads only through here."""
+        return (
+            (
+                await self.connection.execute(
+                    select(api_keys).where(
+                        api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None)
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+
+    async def touch(self, key_id: int) -> None:
+        await self.connection.execute(
+            update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=utcnow())
+        )
+
+    async def all(self, tenant_id: int | None = None) -> list[Mapping[str, Any]]:
+        statement = select(
+            api_keys.c.id,
+            api_keys.c.tenant_id,
+            tenants.c.name.label("tenant"),
+            api_keys.c.prefix,
+            api_keys.c.read_only,
+            api_keys.c.created_at,
+            api_keys.c.last_used_at,
+            api_keys.c.revoked_at,
+        ).select_from(api_keys.join(tenants, tenants.c.id == api_keys.c.tenant_id))
+        if tenant_id is not None:
+            statement = statement.where(api_keys.c.tenant_id == tenant_id)
+        rows = await self.connection.execute(statement.order_by(api_keys.c.id))
+        return list(rows.mappings())
+
+    async def revoke(self, key_id: int) -> bool:
+        result = await self.connection.execute(
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+        return bool(result.rowcount)

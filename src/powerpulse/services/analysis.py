@@ -19,7 +19,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from ..analysis.base import AnalysisOutcome, AnalysisUnavailable, Analyzer, ConversationInput
+from ..analysis.base import (
+    AnalysisOutcome,
+    AnalysisUnavailable,
+    Analyzer,
+    AnalyzerFingerprint,
+    ConversationInput,
+)
 from ..analysis.schema import sentiment_label
 from ..analysis.transcript import build_input, content_hash
 from ..db import Database
@@ -30,6 +36,7 @@ from ..repositories.conversations import ConversationRepository
 from ..repositories.jobs import ClaimedTask, JobProgress, JobRepository
 from ..repositories.messages import MessageRepository
 from ..settings import Settings
+from .tenants import TenantConfig, TenantDirectory
 
 logger = logging.getLogger("powerpulse.analysis")
 
@@ -85,17 +92,59 @@ def plan_for(analyzer: Analyzer, settings: Settings) -> WorkPlan:
     return WorkPlan(lanes=1, claim_size=200)
 
 
+class AnalyzerRegistry:
+    """The analyzer for each tenant: one shared model client, per-tenant topic taxonomies."""
+
+    def __init__(self, settings: Settings, default: Analyzer) -> None:
+        self.default = default
+        self._settings = settings
+        self._by_topics_file: dict[str, Analyzer] = {}
+
+    def for_tenant(self, tenant: TenantConfig) -> Analyzer:
+        own_file = tenant.topics_file
+        if (
+            self.default.fingerprint.analyzer != "lexicon"
+            or own_file is None
+            or own_file == self._settings.topics_file
+        ):
+            return self.default
+        analyzer = self._by_topics_file.get(own_file)
+        if analyzer is None:
+            from ..analysis.lexicon import LexiconAnalyzer
+
+            analyzer = LexiconAnalyzer(own_file)
+            self._by_topics_file[own_file] = analyzer
+        return analyzer
+
+    def fingerprint_for(self, tenant: TenantConfig) -> str:
+        return self.for_tenant(tenant).fingerprint.key()
+
+    async def aclose(self) -> None:
+        for analyzer in [self.default, *self._by_topics_file.values()]:
+            await analyzer.aclose()
+
+
 class AnalysisService:
     """Processes claimed tasks for any tenant; each task carries its own tenant."""
 
     def __init__(
-        self, database: Database, settings: Settings, analyzer: Analyzer, *, worker_id: str
+        self,
+        database: Database,
+        settings: Settings,
+        analyzer: Analyzer | AnalyzerRegistry,
+        *,
+        worker_id: str,
+        tenants: TenantDirectory | None = None,
     ) -> None:
         self._database = database
         self._settings = settings
-        self.analyzer = analyzer
+        self.analyzers = (
+            analyzer
+            if isinstance(analyzer, AnalyzerRegistry)
+            else AnalyzerRegistry(settings, analyzer)
+        )
         self.worker_id = worker_id
-        self.fingerprint = analyzer.fingerprint
+        self._tenants = tenants or TenantDirectory(database, settings)
 
     def _lease_until(self) -> Any:
         return utcnow() + timedelta(seconds=self._settings.analysis_lease_seconds)
@@ -142,6 +191,8 @@ class AnalysisService:
                 await renewer
 
     async def _process_tenant(self, tenant_id: int, tasks: list[ClaimedTask]) -> None:
+        analyzer = self.analyzers.for_tenant(await self._tenants.get(tenant_id))
+        fingerprint = analyzer.fingerprint
         conversation_ids = sorted({task.conversation_id for task in tasks})
         async with self._database.read() as connection:
             conversations = await ConversationRepository(connection).by_ids(
@@ -166,14 +217,14 @@ class AnalysisService:
                 contact_count=conversation["contact_count"],
                 token_budget=self._settings.analysis_max_input_tokens,
             )
-            digest = content_hash(rendered, self.fingerprint)
+            digest = content_hash(rendered, fingerprint)
             hashes[conversation_id] = digest
             state = states.get(conversation_id)
             if (
                 conversation_id not in forced
                 and state is not None
                 and state["content_hash"] == digest
-                and state["fingerprint"] == self.fingerprint.key()
+                and state["fingerprint"] == fingerprint.key()
             ):
                 cached.add(conversation_id)
             else:
@@ -184,7 +235,7 @@ class AnalysisService:
         if inputs:
             ids = list(inputs)
             try:
-                results = await self.analyzer.analyze([inputs[cid] for cid in ids])
+                results = await analyzer.analyze([inputs[cid] for cid in ids])
             except AnalysisUnavailable as exc:
                 unavailable = str(exc)
                 logger.error("analysis unavailable: %s", unavailable)
@@ -207,7 +258,14 @@ class AnalysisService:
                 )
             conversations_done = {task.conversation_id for task in mine}
             await self._store(
-                tenant_id, conversations_done, conversations, outcomes, hashes, cached, analyses
+                tenant_id,
+                fingerprint,
+                conversations_done,
+                conversations,
+                outcomes,
+                hashes,
+                cached,
+                analyses,
             )
             progress: dict[int, JobProgress] = defaultdict(JobProgress)
             for task in mine:
@@ -231,6 +289,7 @@ class AnalysisService:
     async def _store(
         self,
         tenant_id: int,
+        fingerprint: AnalyzerFingerprint,
         conversation_ids: set[int],
         conversations: dict[int, Any],
         outcomes: dict[int, AnalysisOutcome],
@@ -259,7 +318,7 @@ class AnalysisService:
                     "status": AnalysisStatus.DONE.value,
                     "failure_reason": None,
                     "content_hash": hashes[conversation_id],
-                    "fingerprint": self.fingerprint.key(),
+                    "fingerprint": fingerprint.key(),
                     "satisfaction_score": judgement.satisfaction_score,
                     "is_satisfied": judgement.satisfaction_score >= 4,
                     "sentiment_score": judgement.sentiment_score,
@@ -271,9 +330,9 @@ class AnalysisService:
                     "effort_score": judgement.effort_score,
                     "summary": judgement.summary,
                     "language": judgement.language,
-                    "analyzer": self.fingerprint.analyzer,
-                    "model": self.fingerprint.model,
-                    "prompt_version": self.fingerprint.prompt_version,
+                    "analyzer": fingerprint.analyzer,
+                    "model": fingerprint.model,
+                    "prompt_version": fingerprint.prompt_version,
                     "input_tokens": outcome.input_tokens,
                     "output_tokens": outcome.output_tokens,
                     "cost_usd": outcome.cost_usd,
@@ -358,19 +417,21 @@ class AnalysisWorker:
         self,
         database: Database,
         settings: Settings,
-        analyzer: Analyzer,
+        analyzer: Analyzer | AnalyzerRegistry,
         *,
         worker_id: str | None = None,
+        tenants: TenantDirectory | None = None,
     ) -> None:
         self.service = AnalysisService(
             database,
             settings,
             analyzer,
             worker_id=worker_id or f"worker-{uuid.uuid4().hex[:12]}",
+            tenants=tenants,
         )
         self._database = database
         self._settings = settings
-        self._plan = plan_for(analyzer, settings)
+        self._plan = plan_for(self.service.analyzers.default, settings)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._lanes: list[asyncio.Task[None]] = []

@@ -24,6 +24,7 @@ from ..repositories.analytics import (
 from ..repositories.selection import CsiParameters
 from ..settings import Settings
 from .filters import ConversationFilter, local_midnight, resolve_filter
+from .tenants import TenantDirectory
 
 MAX_BUCKETS = 2000
 MAX_TOPICS = 100
@@ -115,16 +116,25 @@ def _bucket_label(low: float, high: float | None) -> str:
 
 
 class AnalyticsService:
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings,
+        tenants: TenantDirectory | None = None,
+    ) -> None:
         self._database = database
         self._settings = settings
+        self._tenants = tenants or TenantDirectory(database, settings)
         self._csi = csi_parameters(settings)
+
+    async def _zone(self, tenant_id: int) -> Any:
+        return (await self._tenants.get(tenant_id)).zone
 
     def _repository(self, connection: Any) -> AnalyticsRepository:
         return AnalyticsRepository(connection, csi=self._csi)
 
     async def metrics(self, tenant_id: int, selection: ConversationFilter | None) -> MetricTotals:
-        criteria = resolve_filter(selection, self._settings.zone)
+        criteria = resolve_filter(selection, await self._zone(tenant_id))
         async with self._database.read() as connection:
             found = await self._repository(connection).totals(tenant_id, criteria)
         return found.get(None, MetricTotals())
@@ -133,7 +143,7 @@ class AnalyticsService:
         self, tenant_id: int, selection: ConversationFilter | None, *, limit: int
     ) -> list[tuple[str, int]]:
         check_limit(limit)
-        criteria = resolve_filter(selection, self._settings.zone)
+        criteria = resolve_filter(selection, await self._zone(tenant_id))
         async with self._database.read() as connection:
             found = await self._repository(connection).top_topics(tenant_id, criteria, limit=limit)
         return found.get(None, [])
@@ -143,7 +153,7 @@ class AnalyticsService:
         self, tenant_id: int, selection: ConversationFilter | None, interval: Interval
     ) -> list[TimeBucket]:
         """One bucket per interval over the filter's dates (or the data's), empty ones too."""
-        zone = self._settings.zone
+        zone = await self._zone(tenant_id)
         criteria = resolve_filter(selection, zone)
         async with self._database.read() as connection:
             repository = self._repository(connection)
@@ -186,9 +196,9 @@ class AnalyticsService:
         end = selection.end_date if selection else None
         if start is not None and end is not None:
             return start, end
-        criteria = resolve_filter(selection, self._settings.zone)
+        criteria = resolve_filter(selection, await self._zone(tenant_id))
         earliest, latest = await repository.first_message_range(tenant_id, criteria)
-        zone = self._settings.zone
+        zone = await self._zone(tenant_id)
         if earliest is None or latest is None:
             return start, end
         return (
@@ -200,7 +210,7 @@ class AnalyticsService:
         self, tenant_id: int, selection: ConversationFilter | None
     ) -> list[HeatmapCell]:
         """Weekday (1 = Monday) by hour (0-23) in the configured timezone, all 168 cells."""
-        zone = self._settings.zone
+        zone = await self._zone(tenant_id)
         criteria = resolve_filter(selection, zone)
         async with self._database.read() as connection:
             counts = await self._repository(connection).activity(tenant_id, criteria)
@@ -223,7 +233,7 @@ class AnalyticsService:
     async def first_response_histogram(
         self, tenant_id: int, selection: ConversationFilter | None
     ) -> list[FirstResponseBucket]:
-        criteria = resolve_filter(selection, self._settings.zone)
+        criteria = resolve_filter(selection, await self._zone(tenant_id))
         async with self._database.read() as connection:
             counts = await self._repository(connection).first_response_histogram(
                 tenant_id, criteria, edges=FIRST_RESPONSE_EDGES
@@ -242,7 +252,7 @@ class AnalyticsService:
         self, tenant_id: int, selection: ConversationFilter | None, order: AgentOrder
     ) -> list[AgentTotals]:
         """Every agent of the selection, in the requested order (ties by name)."""
-        criteria = resolve_filter(selection, self._settings.zone)
+        criteria = resolve_filter(selection, await self._zone(tenant_id))
         async with self._database.read() as connection:
             found = await self._repository(connection).agents(tenant_id, criteria)
         found.sort(key=agent_sort_key(order))
@@ -252,7 +262,7 @@ class AnalyticsService:
         self, tenant_id: int, selection: ConversationFilter | None, *, limit: int
     ) -> list[TopicBreakdown]:
         check_limit(limit)
-        zone = self._settings.zone
+        zone = await self._zone(tenant_id)
         criteria = resolve_filter(selection, zone)
         earlier = previous_period(selection)
         previous = resolve_filter(earlier, zone) if earlier is not None else None

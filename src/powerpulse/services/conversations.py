@@ -14,6 +14,7 @@ from ..repositories.messages import MessageRepository
 from ..settings import Settings
 from .analytics import csi_parameters
 from .filters import ConversationFilter, ConversationOrder, resolve_filter
+from .tenants import TenantDirectory
 
 
 @dataclass(slots=True)
@@ -35,10 +36,19 @@ def check_page_size(first: int, limit: int) -> None:
 
 
 class ConversationService:
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings,
+        tenants: TenantDirectory | None = None,
+    ) -> None:
         self._database = database
         self._settings = settings
+        self._tenants = tenants or TenantDirectory(database, settings)
         self._csi = csi_parameters(settings)
+
+    async def _zone(self, tenant_id: int) -> Any:
+        return (await self._tenants.get(tenant_id)).zone
 
     @property
     def max_page_size(self) -> int:
@@ -57,7 +67,7 @@ class ConversationService:
         after: str | None,
     ) -> Page:
         check_page_size(first, self._settings.max_page_size)
-        criteria = resolve_filter(selection, self._settings.zone)
+        criteria = resolve_filter(selection, await self._zone(tenant_id))
         async with self._database.read() as connection:
             rows, has_next, ordering = await self._conversations(connection).page(
                 tenant_id, criteria, order=order, first=first, after=after
@@ -65,7 +75,7 @@ class ConversationService:
         return Page(rows, [ordering.cursor_for(row) for row in rows], has_next)
 
     async def count(self, tenant_id: int, selection: ConversationFilter | None) -> int:
-        criteria = resolve_filter(selection, self._settings.zone)
+        criteria = resolve_filter(selection, await self._zone(tenant_id))
         async with self._database.read() as connection:
             return await self._conversations(connection).count(tenant_id, criteria)
 

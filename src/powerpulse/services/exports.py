@@ -18,6 +18,7 @@ from ..repositories.messages import MessageRepository
 from ..settings import Settings
 from .analytics import csi_parameters
 from .filters import ConversationFilter, resolve_filter
+from .tenants import TenantDirectory
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 UTF8_BOM = "\ufeff"
@@ -101,19 +102,28 @@ def _render(rows: Iterable[Sequence[Any]]) -> str:
 
 
 class ExportService:
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings,
+        tenants: TenantDirectory | None = None,
+    ) -> None:
         self._database = database
         self._settings = settings
+        self._tenants = tenants or TenantDirectory(database, settings)
         self._csi = csi_parameters(settings)
 
-    def check(self, selection: ConversationFilter | None) -> None:
+    async def _zone(self, tenant_id: int) -> Any:
+        return (await self._tenants.get(tenant_id)).zone
+
+    async def check(self, tenant_id: int, selection: ConversationFilter | None) -> None:
         """Refuse a bad filter before the first byte of a response is sent."""
-        resolve_filter(selection, self._settings.zone)
+        resolve_filter(selection, await self._zone(tenant_id))
 
     async def conversations_csv(
         self, tenant_id: int, selection: ConversationFilter | None, *, excel: bool = False
     ) -> AsyncIterator[str]:
-        criteria = resolve_filter(selection, self._settings.zone)
+        criteria = resolve_filter(selection, await self._zone(tenant_id))
         header = [name for name, _ in CONVERSATION_COLUMNS]
         yield (UTF8_BOM if excel else "") + _render([header])
         async with self._database.read() as connection, self._database.read() as lookups:
@@ -133,7 +143,7 @@ class ExportService:
     async def messages_csv(
         self, tenant_id: int, selection: ConversationFilter | None, *, excel: bool = False
     ) -> AsyncIterator[str]:
-        criteria = resolve_filter(selection, self._settings.zone)
+        criteria = resolve_filter(selection, await self._zone(tenant_id))
         header = [name for name, _ in MESSAGE_COLUMNS]
         yield (UTF8_BOM if excel else "") + _render([header])
         async with self._database.read() as connection:

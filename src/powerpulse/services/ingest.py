@@ -6,7 +6,7 @@ One upload is one transaction: a file that turns out to be broken halfway stores
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any
@@ -29,6 +29,7 @@ from ..repositories.messages import MessageRepository
 from ..repositories.tenants import TenantRepository
 from ..settings import Settings
 from .conversation_metrics import measure_conversation
+from .tenants import TenantConfig, TenantDirectory
 
 
 @dataclass(slots=True)
@@ -77,11 +78,22 @@ ProgressCallback = Callable[[UploadReport], None]
 class ChatReader:
     """Pulls validated chats off the stream in batches; runs in a worker thread."""
 
-    def __init__(self, stream: IO[bytes], settings: Settings, report: UploadReport) -> None:
+    def __init__(
+        self,
+        stream: IO[bytes],
+        settings: Settings,
+        report: UploadReport,
+        *,
+        autoresponse_patterns: Iterable[str] | None = None,
+    ) -> None:
         self._chats: Iterator[tuple[str, list[Any]]] = iter_chats(stream)
         self._settings = settings
         self._report = report
-        self._patterns = list(settings.autoresponse_patterns)
+        self._patterns = list(
+            settings.autoresponse_patterns
+            if autoresponse_patterns is None
+            else autoresponse_patterns
+        )
 
     def _reject(self, chat_id: str | None, index: int | None, reason: str) -> None:
         report = self._report
@@ -133,13 +145,21 @@ class IngestService:
         database: Database,
         settings: Settings,
         *,
-        analyzer_fingerprint: str,
+        analyzer_fingerprint: str | Callable[[TenantConfig], str],
         on_work_queued: Callable[[], None] | None = None,
+        tenants: TenantDirectory | None = None,
     ) -> None:
         self._database = database
         self._settings = settings
+        # The fingerprint can depend on the tenant (its own topic taxonomy, say).
         self._fingerprint = analyzer_fingerprint
         self._on_work_queued = on_work_queued
+        self._tenants = tenants or TenantDirectory(database, settings)
+
+    def _fingerprint_for(self, tenant: TenantConfig) -> str:
+        if isinstance(self._fingerprint, str):
+            return self._fingerprint
+        return self._fingerprint(tenant)
 
     async def ingest(
         self,
@@ -154,19 +174,26 @@ class IngestService:
         Raises InvalidUpload (and stores nothing) for a broken file.
         """
         report = UploadReport()
-        reader = ChatReader(stream, self._settings, report)
+        tenant = await self._tenants.get(tenant_id)
+        fingerprint = self._fingerprint_for(tenant)
+        reader = ChatReader(
+            stream,
+            self._settings,
+            report,
+            autoresponse_patterns=tenant.autoresponse_patterns,
+        )
         batch_size = self._settings.ingest_batch_chats
         async with self._database.write() as connection:
             await TenantRepository(connection).lock_for_ingest(tenant_id)
             jobs = JobRepository(connection)
-            job_id = await jobs.create(tenant_id, analyzer=self._fingerprint)
+            job_id = await jobs.create(tenant_id, analyzer=fingerprint)
             report.job_id = job_id
             store = _BatchStore(
                 tenant_id=tenant_id,
                 job_id=job_id,
                 force=force_reprocess,
-                fingerprint=self._fingerprint,
-                settings=self._settings,
+                fingerprint=fingerprint,
+                session_gap=timedelta(hours=tenant.session_gap_hours),
                 conversations=ConversationRepository(connection),
                 messages=MessageRepository(connection),
                 analyses=AnalysisRepository(connection),
@@ -200,7 +227,7 @@ class _BatchStore:
     job_id: int
     force: bool
     fingerprint: str
-    settings: Settings
+    session_gap: timedelta
     conversations: ConversationRepository
     messages: MessageRepository
     analyses: AnalysisRepository
@@ -275,7 +302,7 @@ class _BatchStore:
             )
             known_keys.setdefault(conversation_id, set()).add(row["message_key"])
 
-        session_gap = timedelta(hours=self.settings.session_gap_hours)
+        session_gap = self.session_gap
         now = utcnow()
         new_rows: list[dict[str, Any]] = []
         changed_rows: list[dict[str, Any]] = []

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 07:09:18.479963
+Create Date: 2026-11-22 07:34:31.280836
 """
 
 from collections.abc import Sequence
@@ -29,6 +29,12 @@ def upgrade() -> None:
         ),
         sa.Column("name", sa.String(length=100), nullable=False),
         sa.Column("created_at", powerpulse.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("timezone", sa.String(length=64), nullable=True),
+        sa.Column(
+            "autoresponse_patterns", sa.Text(), nullable=True, comment="JSON array of substrings"
+        ),
+        sa.Column("topics_file", sa.Text(), nullable=True),
+        sa.Column("session_gap_hours", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
     )
@@ -62,6 +68,30 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("analysis_jobs", schema=None) as batch_op:
         batch_op.create_index("ix_analysis_jobs_tenant_id", ["tenant_id", "id"], unique=False)
+
+    op.create_table(
+        "api_keys",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column(
+            "tenant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("key_hash", sa.String(length=64), nullable=False),
+        sa.Column("prefix", sa.String(length=16), nullable=False),
+        sa.Column("read_only", sa.Boolean(), nullable=False),
+        sa.Column("created_at", powerpulse.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_used_at", powerpulse.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", powerpulse.models.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("key_hash"),
+    )
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.create_index("ix_api_keys_tenant", ["tenant_id"], unique=False)
 
     op.create_table(
         "conversations",
@@ -302,6 +332,10 @@ def downgrade() -> None:
         batch_op.drop_index("ix_conversations_tenant_first")
 
     op.drop_table("conversations")
+    with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.drop_index("ix_api_keys_tenant")
+
+    op.drop_table("api_keys")
     with op.batch_alter_table("analysis_jobs", schema=None) as batch_op:
         batch_op.drop_index("ix_analysis_jobs_tenant_id")
 
