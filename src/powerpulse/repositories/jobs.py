@@ -65,19 +65,11 @@ class JobRepository(Repository):
         self, tenant_id: int, job_id: int, conversations: Sequence[tuple[int, bool]]
     ) -> None:
         """Queue (conversation id, force) pairs for the job."""
-        if not conversations:
-            return
-        await self.connection.execute(
-            insert(tasks),
+        await self.bulk_insert(
+            tasks,
+            ("tenant_id", "job_id", "conversation_id", "force", "state", "attempts"),
             [
-                {
-                    "tenant_id": tenant_id,
-                    "job_id": job_id,
-                    "conversation_id": conversation_id,
-                    "force": force,
-                    "state": TaskState.QUEUED.value,
-                    "attempts": 0,
-                }
+                (tenant_id, job_id, conversation_id, force, TaskState.QUEUED.value, 0)
                 for conversation_id, force in conversations
             ],
         )

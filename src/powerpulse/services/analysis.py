@@ -471,7 +471,7 @@ class AnalysisWorker:
                 self._lock.release()
             return
         _, pending = await asyncio.wait(
-            self._lanes, timeout=self._settings.shutdown_grace_seconds or None
+            self._lanes, timeout=self._settings.shutdown_grace_seconds
         )
         for lane in pending:
             lane.cancel()
