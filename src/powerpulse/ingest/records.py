@@ -61,9 +61,15 @@ def _optional_text(record: dict[str, Any], field: str, max_length: int | None) -
     value = record.get(field)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise InvalidRecord(f"{field} must be a string, not {type(value).__name__}")
-    text = clean_text(str(value)).strip()
+    # Every record passes through here several times: the common case (plain ASCII text)
+    # takes the shortest path.
+    if value.__class__ is not str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise InvalidRecord(f"{field} must be a string, not {_json_type(value)}")
+        value = str(value)
+    if not value.isascii() or "\x00" in value:
+        value = clean_text(value)
+    text = value.strip()
     if not text:
         return None
     if max_length is not None and len(text) > max_length:
@@ -71,10 +77,26 @@ def _optional_text(record: dict[str, Any], field: str, max_length: int | None) -
     return text
 
 
+_labels: dict[str, str] = {}
+
+
 def _label(record: dict[str, Any], field: str) -> str | None:
     """Descriptive labels are kept short rather than failing the message over them."""
+    value = record.get(field)
+    if value.__class__ is str:
+        known = _labels.get(value)
+        if known is not None:
+            return known
     text = _optional_text(record, field, None)
-    return text[:MAX_LABEL_LENGTH].lower() if text else None
+    if not text:
+        return None
+    # Lower-case first: lower() can lengthen text ("İ" becomes two characters), and a label
+    # longer than its column fails the whole upload on PostgreSQL.
+    label = text.lower()[:MAX_LABEL_LENGTH]
+    # Exports repeat a handful of labels ("facebook", "fb_chat"); remember a few.
+    if value.__class__ is str and len(_labels) < 256:
+        _labels[value] = label
+    return label
 
 
 def parse_timestamp(value: Any) -> datetime:

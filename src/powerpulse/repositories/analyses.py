@@ -47,19 +47,37 @@ class AnalysisRepository(Repository):
         if not conversation_ids:
             return
         now = utcnow()
-        await self.upsert(
+        existing = set(
+            (
+                await self.connection.execute(
+                    select(_a.conversation_id).where(
+                        _a.tenant_id == tenant_id, _a.conversation_id.in_(conversation_ids)
+                    )
+                )
+            ).scalars()
+        )
+        if existing:
+            await self.connection.execute(
+                update(analyses)
+                .where(_a.tenant_id == tenant_id, _a.conversation_id.in_(sorted(existing)))
+                .values(status=AnalysisStatus.PENDING.value, updated_at=now)
+            )
+        await self.bulk_insert(
             analyses,
+            (
+                "conversation_id",
+                "tenant_id",
+                "status",
+                "input_tokens",
+                "output_tokens",
+                "cost_usd",
+                "updated_at",
+            ),
             [
-                {
-                    "conversation_id": conversation_id,
-                    "tenant_id": tenant_id,
-                    "status": AnalysisStatus.PENDING.value,
-                    "updated_at": now,
-                }
+                (conversation_id, tenant_id, AnalysisStatus.PENDING.value, 0, 0, 0.0, now)
                 for conversation_id in conversation_ids
+                if conversation_id not in existing
             ],
-            key=("conversation_id",),
-            update=("status", "updated_at"),
         )
 
     async def state_of(

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, case, func, literal_column, select
+from sqlalchemy import Boolean, Select, case, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..models import UTCDateTime
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +29,57 @@ MEDIAN = Fraction(1, 2)
 P90 = Fraction(9, 10)
 
 
+def _sqlite_timestamp(value: datetime | None) -> str | None:
+    """A timestamp as SQLAlchemy itself stores it in SQLite: naive UTC text."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")
+
+
+def _sqlite_converters(table: Any, columns: Sequence[str]) -> list[tuple[int, Any]]:
+    converters: list[tuple[int, Any]] = []
+    for index, name in enumerate(columns):
+        column_type = table.c[name].type
+        if isinstance(column_type, UTCDateTime):
+            converters.append((index, _sqlite_timestamp))
+        elif isinstance(column_type, Boolean):
+            converters.append((index, lambda value: None if value is None else int(value)))
+    return converters
+
+
 class Repository:
     def __init__(self, connection: AsyncConnection) -> None:
         self.connection = connection
+
+    async def bulk_insert(
+        self, table: Any, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Insert many rows through the driver's own fast path, inside this transaction.
+
+        PostgreSQL: COPY (asyncpg copy_records_to_table). SQLite: one executemany. Rows are
+        plain tuples in `columns` order, so no per-row statement building happens here.
+        """
+        if not rows:
+            return
+        raw = await self.connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        if self.is_postgres:
+            await driver.copy_records_to_table(table.name, records=rows, columns=list(columns))
+            return
+        placeholders = ", ".join("?" for _ in columns)
+        statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders})"
+        converters = _sqlite_converters(table, columns)
+        if converters:
+            converted = []
+            for row in rows:
+                values = list(row)
+                for index, convert in converters:
+                    values[index] = convert(values[index])
+                converted.append(values)
+            rows = converted
+        await driver.executemany(statement, rows)
 
     @property
     def is_postgres(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, select, update
 
 from ..services.filters import ConversationCriteria, ConversationOrder
 from .base import Repository
@@ -219,11 +219,13 @@ class ConversationRepository(Repository):
         """Insert new conversations; returns their ids by chat id."""
         if not rows:
             return {}
-        values = [{**row, "tenant_id": tenant_id} for row in rows]
-        result = await self.connection.execute(
-            insert(conversations).returning(_c.chat_id, _c.id), values
+        columns = ("chat_id", *MEASUREMENT_COLUMNS)
+        await self.bulk_insert(
+            conversations,
+            ("tenant_id", *columns),
+            [(tenant_id, *(row[column] for column in columns)) for row in rows],
         )
-        return {chat_id: conversation_id for chat_id, conversation_id in result}
+        return await self.ids_by_chat_id(tenant_id, [row["chat_id"] for row in rows])
 
     async def update_measurements(self, tenant_id: int, rows: Sequence[dict[str, Any]]) -> None:
         """Overwrite the stored measurements of existing conversations (rows carry `id`)."""
@@ -263,15 +265,24 @@ class ConversationRepository(Repository):
                         )
                     )
                 )
-        if agent_rows:
-            await self.connection.execute(
-                insert(conversation_agents),
-                [{**row, "tenant_id": tenant_id} for row in agent_rows],
-            )
-        if reply_rows:
-            await self.connection.execute(
-                insert(reply_events), [{**row, "tenant_id": tenant_id} for row in reply_rows]
-            )
+        agent_columns = ("conversation_id", "agent", "message_count")
+        await self.bulk_insert(
+            conversation_agents,
+            ("tenant_id", *agent_columns),
+            [(tenant_id, *(row[column] for column in agent_columns)) for row in agent_rows],
+        )
+        reply_columns = (
+            "conversation_id",
+            "agent",
+            "waiting_since",
+            "replied_at",
+            "response_minutes",
+        )
+        await self.bulk_insert(
+            reply_events,
+            ("tenant_id", *reply_columns),
+            [(tenant_id, *(row[column] for column in reply_columns)) for row in reply_rows],
+        )
 
 
 def _float(value: Any) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from ..models import Conversation, Message
 from .base import Repository
@@ -14,6 +14,18 @@ from .keyset import Ordering, SortKey
 messages = Message.__table__  # type: ignore[attr-defined]
 _m = messages.c
 
+INSERT_COLUMNS = (
+    "conversation_id",
+    "message_key",
+    "external_id",
+    "sender",
+    "content",
+    "sent_at",
+    "agent_username",
+    "agent_email",
+    "message_type",
+    "via",
+)
 TIME_ORDER = Ordering("time", (SortKey(_m.sent_at, is_datetime=True), SortKey(_m.id)))
 
 FACT_COLUMNS = (
@@ -65,10 +77,12 @@ class MessageRepository(Repository):
         return found
 
     async def insert_many(self, tenant_id: int, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            await self.connection.execute(
-                insert(messages), [{**row, "tenant_id": tenant_id} for row in rows]
-            )
+        """Store new messages in the given order (ids follow it: ties keep file order)."""
+        await self.bulk_insert(
+            messages,
+            ("tenant_id", *INSERT_COLUMNS),
+            [(tenant_id, *(row[column] for column in INSERT_COLUMNS)) for row in rows],
+        )
 
     async def page(
         self, tenant_id: int, conversation_id: int, *, first: int, after: str | None

@@ -69,8 +69,18 @@ class TenantRepository(Repository):
             )
 
     async def ensure(self, name: str) -> int:
+        """The tenant's id, created if missing; safe when processes start side by side."""
         existing = await self.id_by_name(name)
-        return existing if existing is not None else await self.create(name)
+        if existing is not None:
+            return existing
+        # Workers started together on a fresh database race to create the tenant: the
+        # losers must take the winner's row, not fail on the unique name.
+        await self.upsert(
+            tenants, [{"name": name, "created_at": utcnow()}], key=["name"], update=[]
+        )
+        created = await self.id_by_name(name)
+        assert created is not None
+        return created
 
 
 class ApiKeyRepository(Repository):
