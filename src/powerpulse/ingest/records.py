@@ -65,7 +65,7 @@ def _optional_text(record: dict[str, Any], field: str, max_length: int | None) -
     # takes the shortest path.
     if value.__class__ is not str:
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise InvalidRecord(f"{field} must be a string, not {_json_type(value)}")
+            raise InvalidRecord(f"{field} must be a string, not {type(value).__name__}")
         value = str(value)
     if not value.isascii() or "\x00" in value:
         value = clean_text(value)
