@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -46,6 +48,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout)}")
             cursor.close()
+            _ensure_math_functions(dbapi_connection)
 
     return engine
 
@@ -55,6 +58,23 @@ async def create_schema(engine: AsyncEngine) -> None:
     from .migrate import upgrade
 
     await upgrade(engine)
+
+
+def _ensure_math_functions(dbapi_connection: Any) -> None:
+    """The CSI needs ln(); SQLite builds without math functions get Python's."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SELECT ln(1.0)")
+    except sqlite3.OperationalError:  # no such function: ln
+        dbapi_connection.create_function("ln", 1, _ln, deterministic=True)
+    finally:
+        cursor.close()
+
+
+def _ln(value: float | None) -> float | None:
+    if value is None or value <= 0:
+        return None
+    return math.log(value)
 
 
 class Database:

@@ -10,9 +10,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import Integer, and_, case, cast, func, literal, select, true
+from sqlalchemy import BigInteger, Integer, and_, case, cast, func, literal, select, true
 
 from ..models import UTCDateTime
 from ..services.filters import ConversationCriteria
@@ -108,11 +109,18 @@ class ActivityCounts:
     conversations_started: dict[int, int] = field(default_factory=dict)
 
 
-def bucket_index(column: Any, boundaries: Sequence[datetime]) -> Any:
+def bucket_index(column: Any, boundaries: Sequence[datetime], *, postgres: bool) -> Any:
     """Index i of the bucket [boundaries[i], boundaries[i + 1]) holding `column`.
 
-    A balanced tree of CASE expressions: each row is compared about log2(buckets) times.
+    Equally long buckets (hours; days and weeks where no clock change falls in the range)
+    are plain arithmetic on epoch seconds. Otherwise a balanced tree of CASE expressions
+    compares each row about log2(buckets) times.
     """
+    steps = {(later - earlier).total_seconds() for earlier, later in pairwise(boundaries)}
+    if len(steps) == 1:
+        (step,) = steps
+        origin = int(boundaries[0].timestamp())
+        return (_epoch_seconds(column, postgres=postgres) - origin) // int(step)
 
     def build(low: int, high: int) -> Any:
         if high - low == 1:
@@ -122,6 +130,13 @@ def bucket_index(column: Any, boundaries: Sequence[datetime]) -> Any:
         return case((column < bound, build(low, middle)), else_=build(middle, high))
 
     return build(0, len(boundaries) - 1)
+
+
+def _epoch_seconds(column: Any, *, postgres: bool) -> Any:
+    """Whole seconds since 1970 of a stored timestamp, as an integer expression."""
+    if postgres:
+        return cast(func.floor(func.extract("epoch", column)), BigInteger)
+    return cast(func.strftime("%s", column), Integer)
 
 
 def _aware(value: Any) -> datetime | None:
@@ -163,7 +178,11 @@ class AnalyticsRepository(Repository):
         """
         selection = self.selection(tenant_id, criteria)
         where = selection.conditions
-        group = bucket_index(_c.first_message_at, buckets) if buckets else None
+        group = (
+            bucket_index(_c.first_message_at, buckets, postgres=self.is_postgres)
+            if buckets
+            else None
+        )
         keys = [group.label("g")] if group is not None else []
         group_by = [group] if group is not None else []
         found: dict[Any, MetricTotals] = defaultdict(MetricTotals)
@@ -302,7 +321,11 @@ class AnalyticsRepository(Repository):
     ) -> dict[Any, list[tuple[str, int]]]:
         """Most frequent topics of the analysed conversations (per bucket with buckets)."""
         selection = self.selection(tenant_id, criteria)
-        group = bucket_index(_c.first_message_at, buckets) if buckets else None
+        group = (
+            bucket_index(_c.first_message_at, buckets, postgres=self.is_postgres)
+            if buckets
+            else None
+        )
         keys = [group.label("g")] if group is not None else []
         count = func.count().label("conversations")
         rows = await self.connection.execute(
@@ -338,9 +361,7 @@ class AnalyticsRepository(Repository):
 
     # -- time -------------------------------------------------------------------------
     def _slot(self, column: Any) -> Any:
-        if self.is_postgres:
-            return cast(func.floor(func.extract("epoch", column) / ACTIVITY_SLOT_SECONDS), Integer)
-        return cast(func.strftime("%s", column), Integer) // ACTIVITY_SLOT_SECONDS
+        return _epoch_seconds(column, postgres=self.is_postgres) // ACTIVITY_SLOT_SECONDS
 
     async def activity(self, tenant_id: int, criteria: ConversationCriteria) -> ActivityCounts:
         """Customer messages and conversations started per UTC quarter hour."""
@@ -498,8 +519,7 @@ class AnalyticsRepository(Repository):
                 .group_by(topic)
             )
             for name, count in rows:
-                totals = found.setdefault(
-                    name, TopicTotals(topic=name, previous_period_conversations=0)
-                )
-                totals.previous_period_conversations = _int(count)
+                # Topics of the selection only; one that vanished shows in the earlier period.
+                if name in found:
+                    found[name].previous_period_conversations = _int(count)
         return list(found.values())

@@ -1,0 +1,276 @@
+"""Section 1: ingest throughput by the CLI, in-process, over HTTP, against the raw insert floor."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import httpx
+
+from . import report as r
+from .common import BenchError, Context, proc_status, reset_peak_rss, serve, tail
+from .workload import upload
+
+_STORED = re.compile(r"messages stored\s*\S\s*([\d,]+)")
+
+
+async def _cli_startup(ctx: Context, engine: str) -> float:
+    """Wall time of `powerpulse ingest` of a one-chat file on an upgraded database."""
+    tiny = await ctx.export(chats=1)
+    times = []
+    for _ in range(2 if ctx.options.quick else 3):
+        async with ctx.fresh_database(engine, "startup") as url:
+            env = ctx.env(url)
+            (await ctx.run("db-upgrade", [*ctx.powerpulse(), "db", "upgrade"], env=env)).check(
+                "powerpulse db upgrade"
+            )
+            measured = await ctx.run(
+                "cli-ingest-tiny",
+                [*ctx.powerpulse(), "ingest", str(tiny["path"]), "--no-wait", "--quiet"],
+                env=env,
+            )
+            measured.check("powerpulse ingest (one chat)")
+            times.append(measured.wall_seconds)
+    return min(times)
+
+
+async def _driver(ctx: Context, engine: str, export: dict[str, Any], keep: bool) -> dict[str, Any]:
+    url = await ctx.create_database(engine, f"ingest{export['messages']}")
+    try:
+        result = await ctx.driver("ingest", "--db", url, "--file", str(export["path"]))
+    except BaseException:
+        await ctx.drop_database(engine, url)
+        raise
+    if keep:
+        ctx.kept[(engine, export["target"])] = {"url": url, "ingest": result, "export": export}
+    else:
+        await ctx.drop_database(engine, url)
+    return result
+
+
+async def _cli(ctx: Context, engine: str, export: dict[str, Any]) -> dict[str, Any]:
+    async with ctx.fresh_database(engine, "cli") as url:
+        env = ctx.env(url)
+        (await ctx.run("db-upgrade", [*ctx.powerpulse(), "db", "upgrade"], env=env)).check(
+            "powerpulse db upgrade"
+        )
+        measured = await ctx.run(
+            "cli-ingest",
+            [*ctx.powerpulse(), "ingest", str(export["path"]), "--no-wait", "--quiet"],
+            env=env,
+        )
+        measured.check("powerpulse ingest")
+        match = _STORED.search(measured.log.read_text(errors="replace"))
+        return {
+            "wall_seconds": measured.wall_seconds,
+            "max_rss_bytes": measured.max_rss_bytes,
+            "messages_stored": int(match.group(1).replace(",", "")) if match else None,
+        }
+
+
+async def _http(ctx: Context, engine: str, export: dict[str, Any]) -> dict[str, Any]:
+    async with (
+        ctx.fresh_database(engine, "http") as url,
+        serve(ctx, url, label="ingest", worker=False) as (service, base_url),
+    ):
+        before = proc_status(service.pid)
+        reset = reset_peak_rss(service.pid)
+        async with httpx.AsyncClient(base_url=base_url, timeout=None) as client:
+            elapsed, payload = await upload(client, export["path"])
+        after = proc_status(service.pid)
+        if not service.alive():
+            raise BenchError(f"the server died during the upload: {tail(service.log)}")
+        return {
+            "seconds": elapsed,
+            "messages_stored": payload["messagesStored"],
+            "rss_before_bytes": before.get("VmRSS"),
+            "peak_rss_bytes": after.get("VmHWM"),
+            "peak_reset": reset,
+        }
+
+
+async def _floor(ctx: Context, engine: str, export: dict[str, Any]) -> dict[str, Any]:
+    async with ctx.fresh_database(engine, "floor") as url:
+        return await ctx.driver("floor", "--db", url, "--file", str(export["path"]))
+
+
+async def run(ctx: Context, section: r.Section) -> None:
+    options = ctx.options
+    engines = ctx.engines()
+    if note := ctx.skipped_engines_note():
+        section.note(f"_{note}_")
+    keep = "growth" in options.sections
+    section.note(
+        "Each method starts from a fresh, empty database (a SQLite file, or a PostgreSQL "
+        "database created and dropped by the benchmark) holding the real schema. "
+        "**Driver**: a subprocess calls `open_state` + `IngestService.ingest` and times only "
+        "the ingest (peak RSS from `getrusage`). **CLI**: `powerpulse ingest FILE --no-wait "
+        "--quiet` as a subprocess, wall time minus the wall time of ingesting a one-chat file "
+        "(interpreter start-up, imports, report); peak RSS from `wait4`. **HTTP**: the "
+        "`uploadChats` multipart mutation, streamed by httpx to `powerpulse serve "
+        "--no-worker` on loopback; RSS is the server's (`/proc/PID/status`, VmHWM reset "
+        "before the upload). **Floor**: the same message rows, parsed and normalised by the "
+        "app's own code before timing, inserted into the empty `messages` table by the raw "
+        "driver in one transaction (`sqlite3.executemany` / asyncpg `copy_records_to_table`). "
+        "“× floor” is a method's time divided by the floor's."
+    )
+
+    startup: dict[str, float | None] = {}
+    for engine in engines:
+        try:
+            ctx.log(f"ingest: CLI start-up baseline on {engine}")
+            startup[engine] = await _cli_startup(ctx, engine)
+        except Exception as exc:
+            startup[engine] = None
+            section.error(f"{engine} CLI start-up baseline", exc)
+
+    export_rows: list[list[Any]] = []
+    rows: list[list[Any]] = []
+    try:
+        for size in options.sizes:
+            try:
+                export = await ctx.export(messages=size)
+            except Exception as exc:
+                section.error(f"export of {size:,} messages", exc)
+                continue
+            export["target"] = size
+            export_rows.append(
+                [
+                    r.num(size),
+                    r.num(export["chats"]),
+                    r.num(export["messages"]),
+                    r.mib(export["bytes"]),
+                    "cached" if export["cached"] else r.secs(export["generate_seconds"]),
+                ]
+            )
+            for engine in engines:
+                label = f"{engine} {size:,}"
+                results: dict[str, Any] = {}
+                for method, action in (
+                    ("floor", lambda e=engine, x=export: _floor(ctx, e, x)),
+                    ("driver", lambda e=engine, x=export: _driver(ctx, e, x, keep)),
+                    ("cli", lambda e=engine, x=export: _cli(ctx, e, x)),
+                    ("http", lambda e=engine, x=export: _http(ctx, e, x)),
+                ):
+                    ctx.log(f"ingest: {method} on {label} messages")
+                    started = time.monotonic()
+                    try:
+                        results[method] = await action()
+                    except Exception as exc:
+                        section.error(f"{label} {method}", exc)
+                    ctx.log(f"ingest: {method} on {label} took {time.monotonic() - started:.1f}s")
+                rows += _rows(size, engine, results, startup.get(engine))
+    finally:
+        if export_rows:
+            section.add(
+                "**Exports** (synthetic, `powerpulse.synthetic.write_export(messages=N, "
+                f"seed={options.seed})`, cached in `{options.cache_dir}`):\n\n"
+                + r.table(
+                    ["Target messages", "Chats", "Records", "File (MiB)", "Generated (s)"],
+                    export_rows,
+                )
+            )
+        if rows:
+            section.add(
+                r.table(
+                    [
+                        "Messages",
+                        "Engine",
+                        "Method",
+                        "Stored",
+                        "Time (s)",
+                        "Messages/s",
+                        "Peak RSS (MiB)",
+                        "RSS growth (MiB)",
+                        "× floor",
+                    ],
+                    rows,
+                    align="rllrrrrrr",
+                )
+            )
+        base = [f"{e}: {r.secs(s)} s" for e, s in startup.items() if s is not None]
+        if base:
+            section.note(
+                "CLI start-up baseline (wall time of `powerpulse ingest` of a one-chat file, "
+                "the fastest of a few runs, subtracted from the CLI rows; “–” where start-up "
+                "noise exceeds the ingest itself): " + "; ".join(base) + "."
+            )
+
+
+def _rows(
+    size: int, engine: str, results: dict[str, Any], startup: float | None
+) -> list[list[Any]]:
+    floor = results.get("floor")
+    floor_seconds = floor["insert_seconds"] if floor else None
+    rows: list[list[Any]] = []
+    if floor:
+        rows.append(
+            [
+                r.num(size),
+                engine,
+                f"floor: {floor['driver']}",
+                r.num(floor["rows"]),
+                r.secs(floor_seconds),
+                r.rate(floor["rows"], floor_seconds),
+                r.mib(floor["peak_rss_bytes"]),
+                r.MISSING,
+                "1.0×",
+            ]
+        )
+    driver = results.get("driver")
+    if driver:
+        seconds = driver["ingest_seconds"]
+        rows.append(
+            [
+                r.num(size),
+                engine,
+                "driver: IngestService.ingest",
+                r.num(driver["messages_stored"]),
+                r.secs(seconds),
+                r.rate(driver["messages_stored"], seconds),
+                r.mib(driver["peak_rss_after_ingest_bytes"]),
+                r.mib(driver["peak_rss_after_ingest_bytes"] - driver["rss_before_bytes"]),
+                r.ratio(seconds, floor_seconds),
+            ]
+        )
+    cli = results.get("cli")
+    if cli:
+        net = cli["wall_seconds"] - startup if startup is not None else None
+        if net is not None and net <= 0:
+            net = None  # start-up noise larger than the ingest itself
+        stored = cli["messages_stored"]
+        rows.append(
+            [
+                r.num(size),
+                engine,
+                f"CLI: wall {r.secs(cli['wall_seconds'])} s − start-up {r.secs(startup)} s",
+                r.num(stored),
+                r.secs(net),
+                r.rate(stored, net),
+                r.mib(cli["max_rss_bytes"]),
+                r.MISSING,
+                r.ratio(net, floor_seconds),
+            ]
+        )
+    http = results.get("http")
+    if http:
+        growth = (
+            http["peak_rss_bytes"] - http["rss_before_bytes"]
+            if http["peak_rss_bytes"] and http["rss_before_bytes"]
+            else None
+        )
+        rows.append(
+            [
+                r.num(size),
+                engine,
+                "HTTP: uploadChats to serve",
+                r.num(http["messages_stored"]),
+                r.secs(http["seconds"]),
+                r.rate(http["messages_stored"], http["seconds"]),
+                r.mib(http["peak_rss_bytes"]),
+                r.mib(growth),
+                r.ratio(http["seconds"], floor_seconds),
+            ]
+        )
+    return rows

@@ -1,0 +1,66 @@
+"""The benchmark suite's smallest mode runs end to end and writes a report.
+
+Benchmarks are commands, not tests: this checks only that the suite works and that its
+report has the expected shape, never any timing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_quick_ingest_benchmark_writes_a_report(tmp_path: Path) -> None:
+    output = tmp_path / "report.md"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--only",
+            "ingest",
+            "--engines",
+            "sqlite",
+            "--sizes",
+            "2000",
+            "--output",
+            str(output),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-print",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+
+    report = output.read_text()
+    assert report.startswith("# PowerPulse benchmark report")
+    # The run records the machine and the exact command.
+    for machine_field in ("CPUs (nproc)", "CPU model", "Memory", "Python", "SQLite"):
+        assert f"| {machine_field} |" in report
+    assert "-m bench --quick --only ingest --engines sqlite --sizes 2000" in report
+
+    assert "## 1. Ingest" in report
+    ingest = report.split("## 1. Ingest", 1)[1]
+    assert "| Messages | Engine | Method | Stored | Time (s) | Messages/s |" in ingest
+    for method in (
+        "floor: sqlite3.executemany",
+        "driver: IngestService.ingest",
+        "CLI: wall",
+        "HTTP: uploadChats",
+    ):
+        assert f"| 2,000 | sqlite | {method}" in ingest
+    assert "Section failed" not in report
+    assert "Errors in this section" not in report
+    # Only the requested section is in the report.
+    assert "## 2. Queries" not in report
