@@ -145,7 +145,10 @@ class GraphQLClient:
         }
         return await self.http.post(
             "/graphql",
-            data={"operations": json.dumps(operations), "map": json.dumps({"0": ["variables.file"]})},
+            data={
+                "operations": json.dumps(operations),
+                "map": json.dumps({"0": ["variables.file"]}),
+            },
             files={"0": (filename, content, "application/json")},
             headers={"Apollo-Require-Preflight": "true", **(headers or {})},
         )

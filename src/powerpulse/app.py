@@ -11,9 +11,10 @@ from typing import Any
 from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.types.unset import UNSET
@@ -26,11 +27,16 @@ from .graphql.schema import build_schema
 from .http import (
     AuthenticationMiddleware,
     GraphQLRequestGuard,
+    QueryTimeoutMiddleware,
+    RateLimitMiddleware,
     RequestIdMiddleware,
+    SecurityHeadersMiddleware,
     bearer_token,
+    ide_content_security_policy,
 )
 from .ingest.stream import require_fast_json_backend
 from .migrate import prepare_schema
+from .ratelimit import RateLimiter
 from .repositories.tenants import TenantRepository
 from .services.analysis import AnalysisWorker, AnalyzerRegistry, WorkerBusy, build_analyzer
 from .services.analytics import AnalyticsService
@@ -110,8 +116,8 @@ async def open_state(settings: Settings, *, migrate: bool | None = None) -> AppS
 class PowerPulseGraphQL(GraphQL[Context, None]):
     """The GraphQL view; its context carries the request's tenant and the services."""
 
-    def __init__(self, state_source: Any, **kwargs: Any) -> None:
-        super().__init__(build_schema(), **kwargs)
+    def __init__(self, state_source: Any, schema: Any = None, **kwargs: Any) -> None:
+        super().__init__(schema or build_schema(), **kwargs)
         self._state_source = state_source
 
     async def get_context(self, request: Any, response: Any = None) -> Context:
@@ -144,20 +150,50 @@ class PowerPulseGraphQL(GraphQL[Context, None]):
         context.read_only = principal.read_only
         return UNSET
 
+    async def parse_http_body(self, request: Any) -> Any:
+        """A JSON body that is not an object (5, "text", null) is a bad request, not a crash."""
+        try:
+            return await super().parse_http_body(request)
+        except AttributeError as exc:  # strawberry calls .get() on whatever the JSON held
+            raise HTTPException(
+                400, "the request body must be a JSON object with a `query` member"
+            ) from exc
+
+    async def parse_multipart(self, request: Any) -> dict[str, str]:
+        """A multipart `map` that does not fit `operations` is a bad request, not a crash.
+
+        strawberry follows `map` without checking its shape: a list instead of an object, a
+        path that is not text, or one leading into a string or past a list's end raise
+        AttributeError, TypeError, ValueError or IndexError (a 500 until caught here).
+        """
+        try:
+            return await super().parse_multipart(request)
+        except (AttributeError, TypeError, ValueError, IndexError) as exc:
+            raise HTTPException(
+                400,
+                "the multipart `map` does not fit `operations`: it must be an object of file "
+                "field name -> list of paths such as variables.file",
+            ) from exc
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
         request = Request(scope=scope, receive=receive)
         try:
-            response = await self.run(request)
-        except HTTPException as exc:
-            # The view's own refusals (bad JSON, wrong method) as coded JSON, not plain text.
-            response = JSONResponse(
-                {"errors": [{"message": exc.reason, "extensions": {"code": "BAD_REQUEST"}}]},
-                status_code=exc.status_code,
-            )
-        await response(scope, receive, send)
+            try:
+                response = await self.run(request)
+            except HTTPException as exc:
+                # The view's own refusals (bad JSON, wrong method) as coded JSON, not plain text.
+                response = JSONResponse(
+                    {"errors": [{"message": exc.reason, "extensions": {"code": "BAD_REQUEST"}}]},
+                    status_code=exc.status_code,
+                )
+            await response(scope, receive, send)
+        finally:
+            # Uploaded files no resolver closed (a refused or invalid request) are closed
+            # here; left to the garbage collector, each leaks an open temporary file.
+            await request.close()
 
 
 def create_app(
@@ -193,9 +229,18 @@ def create_app(
 
     graphql_app = PowerPulseGraphQL(
         state_of,
-        graphql_ide="graphiql",
+        schema=build_schema(settings),
+        graphql_ide="graphiql" if settings.graphiql_enabled else None,
         multipart_uploads_enabled=True,
+        # GET runs queries only: strawberry refuses mutations sent by GET.
         allow_queries_via_get=True,
+        # WebSocket handshakes from other origins: the same origins CORS lets in.
+        allowed_origins=settings.cors_origins,
+    )
+    ide_csp = (
+        ide_content_security_policy(graphql_app.graphql_ide_html)
+        if settings.graphiql_enabled
+        else None
     )
 
     async def health(request: Request) -> Response:
@@ -224,12 +269,48 @@ def create_app(
             Route("/export/messages.csv", exports.messages_csv, methods=["GET"]),
             Route("/api/download", exports.download, methods=["GET"]),
             Route(GRAPHQL_PATH, graphql_app, methods=["GET", "POST"]),
+            WebSocketRoute(GRAPHQL_PATH, graphql_app),
         ],
         middleware=[
             Middleware(RequestIdMiddleware),
-            Middleware(AuthenticationMiddleware, protected=(GRAPHQL_PATH, "/export/", "/api/")),
+            Middleware(SecurityHeadersMiddleware, html_csp=ide_csp),
+            # Before authentication: a browser's preflight carries no API key.
             Middleware(
-                GraphQLRequestGuard, path=GRAPHQL_PATH, max_body_bytes=settings.max_upload_bytes
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_credentials=settings.cors_allow_credentials,
+                allow_methods=["GET", "POST"],
+                allow_headers=[
+                    "Authorization",
+                    "Content-Type",
+                    "Apollo-Require-Preflight",
+                    "GraphQL-Require-Preflight",
+                ],
+                expose_headers=["X-Request-ID", "Retry-After"],
+            ),
+            Middleware(AuthenticationMiddleware, protected=(GRAPHQL_PATH, "/export/", "/api/")),
+            # After authentication: budgets are per API key.
+            Middleware(
+                RateLimitMiddleware,
+                requests=RateLimiter.per_period(
+                    settings.rate_limit_per_minute, 60, burst=settings.rate_limit_burst
+                )
+                if settings.rate_limit_per_minute
+                else None,
+                uploads=RateLimiter.per_period(settings.upload_rate_limit_per_hour, 3600)
+                if settings.upload_rate_limit_per_hour
+                else None,
+                upload_path=GRAPHQL_PATH,
+            ),
+            Middleware(
+                GraphQLRequestGuard,
+                path=GRAPHQL_PATH,
+                max_body_bytes=settings.max_upload_bytes,
+                max_files=settings.max_upload_files,
+                max_field_bytes=settings.max_form_field_bytes,
+            ),
+            Middleware(
+                QueryTimeoutMiddleware, path=GRAPHQL_PATH, seconds=settings.request_timeout_seconds
             ),
         ],
         lifespan=lifespan,

@@ -100,6 +100,7 @@ async def _ingest_stream(
     wait: bool,
     force: bool = False,
     migrate: bool | None = None,
+    tenant: str | None = None,
 ) -> tuple[Any, Any]:
     """Store an export, then (with `wait`) analyse it in this process, showing progress."""
     from rich.console import Console
@@ -109,6 +110,11 @@ async def _ingest_stream(
     console = Console(stderr=True)
     state = await open_state(settings, migrate=migrate)
     try:
+        tenant_id = state.default_tenant_id
+        if tenant is not None:
+            from .services.tenants import TenantAdmin
+
+            tenant_id = await TenantAdmin(state.database, settings).tenant_id(tenant)
         with _progress(console, enabled=show_progress) as progress:
             task = progress.add_task(f"storing {name} (bytes)", total=size)
 
@@ -116,18 +122,20 @@ async def _ingest_stream(
                 progress.update(task, completed=stream.tell())
 
             report = await state.services.ingest.ingest(
-                state.default_tenant_id, stream, force_reprocess=force, progress=advance
+                tenant_id, stream, force_reprocess=force, progress=advance
             )
             progress.update(task, completed=size)
-        job = await state.services.jobs.get(state.default_tenant_id, report.job_id)
+        job = await state.services.jobs.get(tenant_id, report.job_id)
         if wait and job is not None and job["finished_at"] is None:
-            job = await _wait_for_job(state, report.job_id, console, show_progress)
+            job = await _wait_for_job(state, tenant_id, report.job_id, console, show_progress)
     finally:
         await state.close()
     return report, job
 
 
-async def _wait_for_job(state: Any, job_id: int, console: Any, show_progress: bool) -> Any:
+async def _wait_for_job(
+    state: Any, tenant_id: int, job_id: int, console: Any, show_progress: bool
+) -> Any:
     from .services.analysis import WorkerBusy
 
     try:
@@ -139,7 +147,7 @@ async def _wait_for_job(state: Any, job_id: int, console: Any, show_progress: bo
     with _progress(console, enabled=show_progress) as progress:
         task = progress.add_task("analysing conversations", total=None)
         while True:
-            job = await state.services.jobs.get(state.default_tenant_id, job_id)
+            job = await state.services.jobs.get(tenant_id, job_id)
             processed = job["analyzed"] + job["cached"] + job["failed"]
             progress.update(task, completed=processed, total=job["total"])
             if job["finished_at"] is not None:
@@ -169,6 +177,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             show_progress=not args.quiet,
             wait=not args.no_wait,
             force=args.force_reprocess,
+            tenant=args.tenant,
         )
     except PowerPulseError as exc:
         print(f"powerpulse: {path} was not ingested: {exc.message}", file=sys.stderr)
@@ -202,7 +211,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(
             f"powerpulse: refusing to serve on {args.host} with POWERPULSE_AUTH_DISABLED set: "
             "without API keys anyone who can reach the port reads every conversation. "
-            "Bind to 127.0.0.1 (or ::1), or create a tenant and API key "
+            "Bind to a loopback address (127.0.0.1 or ::1), or create a tenant and API key "
             "(`powerpulse tenant create NAME`) and unset POWERPULSE_AUTH_DISABLED.",
             file=sys.stderr,
         )
@@ -432,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="ingest a grouped_chats JSON export")
     ingest.add_argument("file")
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
+    ingest.add_argument("--tenant", help="tenant to ingest for (default: the default tenant)")
     ingest.add_argument("--no-wait", action="store_true", help="return once stored; analyse later")
     ingest.add_argument(
         "--force-reprocess",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -90,6 +91,85 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="Log level of PowerPulse and its server."
+    )
+
+    # -- GraphQL limits ----------------------------------------------------------------
+    graphql_max_depth: int = Field(
+        default=10, ge=1, description="Deepest field nesting a GraphQL operation may have."
+    )
+    graphql_max_aliases: int = Field(
+        default=15, ge=0, description="Field aliases a GraphQL document may use at most."
+    )
+    graphql_max_field_repeats: int = Field(
+        default=20,
+        ge=1,
+        description="Times one field (response name) may be selected in one selection set, "
+        "fragments included.",
+    )
+    graphql_max_tokens: int = Field(
+        default=2000, ge=1, description="Lexical tokens a GraphQL document may have at most."
+    )
+    graphql_max_cost: int = Field(
+        default=50_000,
+        ge=1,
+        description="Estimated cost a GraphQL operation may have at most: 1 per object "
+        "field, multiplied by the page sizes (`first`, `limit`) of the lists around it.",
+    )
+    introspection: bool | None = Field(
+        default=None,
+        description="Whether schema introspection and field suggestions are allowed; unset "
+        "means on in development and test, off in production.",
+    )
+    graphiql: bool | None = Field(
+        default=None,
+        description="Whether GET /graphql from a browser serves GraphiQL; unset means on in "
+        "development and test, off in production.",
+    )
+
+    # -- HTTP hardening ------------------------------------------------------------------
+    max_upload_files: int = Field(
+        default=1, ge=1, description="Files one multipart upload request may carry."
+    )
+    max_form_field_bytes: int = Field(
+        default=64 * 1024,
+        gt=0,
+        description="Largest non-file field (operations, map) of a multipart request in bytes.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins (scheme://host[:port]) whose pages may call the "
+        "API from a browser; none by default. `*` allows every origin (never with "
+        "credentials).",
+    )
+    cors_allow_credentials: bool = Field(
+        default=False,
+        description="Let browsers send cookies and HTTP auth cross-origin; refused with `*` "
+        "in POWERPULSE_CORS_ORIGINS. API keys travel in the Authorization header and do not "
+        "need it.",
+    )
+    rate_limit_per_minute: int = Field(
+        default=600,
+        ge=0,
+        description="Requests per minute per API key (per tenant without keys, per client IP "
+        "when unauthenticated); 0 turns the limit off. Uploads have their own budget.",
+    )
+    rate_limit_burst: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests one API key may make at once before the per-minute rate "
+        "applies; unset means POWERPULSE_RATE_LIMIT_PER_MINUTE.",
+    )
+    upload_rate_limit_per_hour: int = Field(
+        default=60,
+        ge=0,
+        description="Upload (multipart) requests per hour per API key, all at once at most; "
+        "0 turns the limit off.",
+    )
+    request_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="GraphQL queries running longer are answered with 503 REQUEST_TIMEOUT; "
+        "uploads are bounded by POWERPULSE_MAX_UPLOAD_BYTES instead.",
     )
 
     # -- Customer Satisfaction Index ---------------------------------------------------
@@ -202,6 +282,37 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins", mode="after")
+    @classmethod
+    def _plain_origins(cls, value: list[str]) -> list[str]:
+        origins = []
+        for origin in value:
+            if origin == "*":
+                origins.append(origin)
+                continue
+            parts = urlsplit(origin)
+            if (
+                parts.scheme not in {"http", "https"}
+                or not parts.hostname
+                or parts.path not in {"", "/"}
+                or parts.query
+                or parts.fragment
+                or parts.username is not None
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin: write scheme://host[:port], e.g. "
+                    "https://dashboard.example.com"
+                )
+            origins.append(f"{parts.scheme}://{parts.netloc}".lower())
+        return origins
+
     @field_validator("timezone", mode="after")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -227,6 +338,29 @@ class Settings(BaseSettings):
         if abs(sum(self.csi_weights.values()) - 1.0) > 1e-9:
             raise ValueError("POWERPULSE_CSI_WEIGHTS must sum to 1")
         return self
+
+    @model_validator(mode="after")
+    def _no_credentials_for_every_origin(self) -> Settings:
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            raise ValueError(
+                "POWERPULSE_CORS_ALLOW_CREDENTIALS cannot be combined with `*` in "
+                "POWERPULSE_CORS_ORIGINS: list the trusted origins instead"
+            )
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def introspection_enabled(self) -> bool:
+        """POWERPULSE_INTROSPECTION, else on everywhere but production."""
+        return self.introspection if self.introspection is not None else not self.is_production
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        """POWERPULSE_GRAPHIQL, else on everywhere but production."""
+        return self.graphiql if self.graphiql is not None else not self.is_production
 
     @property
     def use_openai(self) -> bool:

@@ -9,6 +9,7 @@ from graphql import GraphQLError
 from strawberry.types import ExecutionContext
 
 from ..errors import PowerPulseError
+from .limits import limit_error_code
 
 logger = logging.getLogger("powerpulse.graphql")
 
@@ -45,6 +46,8 @@ def classify_errors(errors: list[GraphQLError], execution_context: ExecutionCont
 
 
 def _document_error_code(message: str) -> str:
+    if limit_code := limit_error_code(message):
+        return limit_code
     if message.startswith("Syntax Error"):
         return "GRAPHQL_PARSE_FAILED"
     if message.startswith("Variable '$"):

@@ -6,13 +6,15 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import DisableIntrospection, MaxTokensLimiter
 from strawberry.file_uploads import Upload
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext, Info
 
-from ..errors import Forbidden
+from ..errors import BadUserInput, Forbidden
 from ..metric_definitions import METRIC_DEFINITIONS
 from ..services.conversations import check_page_size
+from ..settings import Settings
 from .analytics import (
     AgentOrder,
     AgentStatsConnection,
@@ -26,6 +28,7 @@ from .analytics import (
 )
 from .context import Context
 from .errors import classify_errors
+from .limits import DocumentLimits, document_limits_extension
 from .types import (
     AnalysisJob,
     AnalysisJobConnection,
@@ -200,9 +203,18 @@ class Mutation:
     async def upload_chats(
         self, info: Info[Context, None], file: Upload, force_reprocess: bool = False
     ) -> UploadChatsPayload:
+        # The Upload scalar passes any variable value through: only a multipart file part
+        # is a file, a string or number sent as `file` is the client's mistake.
+        is_file = hasattr(file, "file") and hasattr(file, "close")
         if info.context.read_only:
-            await file.close()
+            if is_file:
+                await file.close()
             raise Forbidden("this API key is read-only; uploads need a read-write key")
+        if not is_file:
+            raise BadUserInput(
+                "`file` must be a file part of a GraphQL multipart request "
+                "(https://github.com/jaydenseric/graphql-multipart-request-spec)"
+            )
         try:
             report = await info.context.services.ingest.ingest(
                 info.context.tenant_id, file.file, force_reprocess=force_reprocess
@@ -221,9 +233,36 @@ class PowerPulseSchema(strawberry.Schema):
         classify_errors(errors, execution_context)
 
 
-def build_schema() -> PowerPulseSchema:
+def build_schema(settings: Settings | None = None) -> PowerPulseSchema:
+    """The schema with the limits of `settings` (their defaults when None).
+
+    An operation is refused before it runs when its document has more tokens than
+    POWERPULSE_GRAPHQL_MAX_TOKENS, or exceeds POWERPULSE_GRAPHQL_MAX_DEPTH, _MAX_ALIASES,
+    _MAX_FIELD_REPEATS or _MAX_COST (graphql/limits.py). Batching is not configured, so a
+    JSON array of operations is refused. Introspection and "Did you mean ...?" suggestions
+    follow POWERPULSE_INTROSPECTION (off in production by default).
+    """
+    settings = settings or Settings.model_construct()
+    limits = DocumentLimits(
+        max_depth=settings.graphql_max_depth,
+        max_aliases=settings.graphql_max_aliases,
+        max_repeats=settings.graphql_max_field_repeats,
+        max_cost=settings.graphql_max_cost,
+        max_page_size=settings.max_page_size,
+    )
+    max_tokens = settings.graphql_max_tokens
+    extensions: list[Any] = [
+        lambda: MaxTokensLimiter(max_token_count=max_tokens),
+        document_limits_extension(limits),
+    ]
+    if not settings.introspection_enabled:
+        extensions.append(DisableIntrospection)
     return PowerPulseSchema(
         query=Query,
         mutation=Mutation,
-        config=StrawberryConfig(auto_camel_case=True),
+        extensions=extensions,
+        config=StrawberryConfig(
+            auto_camel_case=True,
+            disable_field_suggestions=not settings.introspection_enabled,
+        ),
     )

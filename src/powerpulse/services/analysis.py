@@ -470,9 +470,7 @@ class AnalysisWorker:
             if self._lock is not None:
                 self._lock.release()
             return
-        _, pending = await asyncio.wait(
-            self._lanes, timeout=self._settings.shutdown_grace_seconds
-        )
+        _, pending = await asyncio.wait(self._lanes, timeout=self._settings.shutdown_grace_seconds)
         for lane in pending:
             lane.cancel()
         await asyncio.gather(*self._lanes, return_exceptions=True)

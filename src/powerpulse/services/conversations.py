@@ -8,6 +8,7 @@ from typing import Any
 
 from ..db import Database
 from ..errors import BadUserInput
+from ..ingest.records import clean_text
 from ..repositories.analyses import AnalysisRepository
 from ..repositories.conversations import ConversationRepository
 from ..repositories.messages import MessageRepository
@@ -80,6 +81,9 @@ class ConversationService:
             return await self._conversations(connection).count(tenant_id, criteria)
 
     async def get(self, tenant_id: int, chat_id: str) -> Mapping[str, Any] | None:
+        # Chat ids were stored cleaned (no NUL, no unpaired surrogates, which the drivers
+        # refuse); a lookup is cleaned the same way.
+        chat_id = clean_text(chat_id)
         async with self._database.read() as connection:
             return await self._conversations(connection).get_by_chat_id(tenant_id, chat_id)
 

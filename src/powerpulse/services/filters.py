@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from ..analysis.schema import normalise_topic
 from ..errors import BadUserInput
+from ..ingest.records import clean_text
 
 MAX_CHAT_IDS = 1000
 MAX_SEARCH_LENGTH = 200
@@ -107,7 +108,9 @@ def resolve_filter(selection: ConversationFilter | None, zone: ZoneInfo) -> Conv
         )
     if selection.chat_ids is not None and len(selection.chat_ids) > MAX_CHAT_IDS:
         raise BadUserInput(f"chatIds accepts at most {MAX_CHAT_IDS} ids")
-    search = selection.search.strip() if selection.search is not None else None
+    # Text is compared with stored text, which ingest cleaned the same way; a NUL or an
+    # unpaired surrogate would otherwise fail in the driver (PostgreSQL refuses NUL).
+    search = clean_text(selection.search).strip() if selection.search is not None else None
     if search is not None and len(search) > MAX_SEARCH_LENGTH:
         raise BadUserInput(f"search accepts at most {MAX_SEARCH_LENGTH} characters")
     for name, score in (
@@ -133,7 +136,7 @@ def resolve_filter(selection: ConversationFilter | None, zone: ZoneInfo) -> Conv
         ],
         "topics",
     )
-    language = selection.language.strip().lower() if selection.language else None
+    language = clean_text(selection.language).strip().lower() if selection.language else None
     return ConversationCriteria(
         first_message_from=(
             local_midnight(selection.start_date, zone) if selection.start_date else None
@@ -141,7 +144,11 @@ def resolve_filter(selection: ConversationFilter | None, zone: ZoneInfo) -> Conv
         first_message_before=_day_after(selection.end_date, zone),
         agents=agents,
         search=search or None,
-        chat_ids=selection.chat_ids,
+        chat_ids=(
+            tuple(clean_text(chat_id) for chat_id in selection.chat_ids)
+            if selection.chat_ids is not None
+            else None
+        ),
         satisfied=selection.satisfied,
         min_satisfaction=selection.min_satisfaction,
         max_satisfaction=selection.max_satisfaction,
@@ -161,7 +168,7 @@ def resolve_filter(selection: ConversationFilter | None, zone: ZoneInfo) -> Conv
 def _distinct_texts(values: list[str | None], name: str) -> tuple[str, ...]:
     found: list[str] = []
     for value in values:
-        text = value.strip() if value is not None else ""
+        text = clean_text(value).strip() if value is not None else ""
         if text and text not in found:
             found.append(text)
     if len(found) > MAX_LIST_VALUES:

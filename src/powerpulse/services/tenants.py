@@ -118,7 +118,7 @@ class TenantAdmin:
 
     async def create_tenant(self, name: str) -> tuple[int, int, str]:
         """A new tenant and its first read-write key: (tenant id, key id, key)."""
-        if not TENANT_NAME.match(name):
+        if not TENANT_NAME.fullmatch(name):
             raise BadUserInput(
                 "a tenant name is 1-100 letters, digits, '.', '_' or '-', starting with a "
                 "letter or digit"
@@ -146,6 +146,13 @@ class TenantAdmin:
             tenant_id, key_hash=hash_key(key), prefix=key[:10], read_only=read_only
         )
         return key_id, key
+
+    async def tenant_id(self, tenant_name: str) -> int:
+        async with self._database.read() as connection:
+            tenant_id = await TenantRepository(connection).id_by_name(tenant_name)
+        if tenant_id is None:
+            raise NotFound(f"no tenant named {tenant_name!r}")
+        return tenant_id
 
     async def keys(self, tenant_name: str | None = None) -> list[Mapping[str, Any]]:
         async with self._database.read() as connection:
