@@ -7,18 +7,22 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import uuid
 from html.parser import HTMLParser
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 from python_multipart.multipart import MultipartParser, parse_options_header
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import PayloadTooLarge
 from .ratelimit import RateLimiter, retry_after_seconds
 from .services.tenants import Principal
+
+logger = logging.getLogger("powerpulse.http")
 
 _E = TypeVar("_E", bound=BaseException)
 
@@ -320,7 +324,18 @@ class AuthenticationMiddleware:
         principal = None
         key = bearer_token(dict(scope["headers"]).get(b"authorization"))
         if key is not None:
-            principal = await app_state.authenticator.authenticate(key)
+            try:
+                principal = await app_state.authenticator.authenticate(key)
+            except (SQLAlchemyError, OSError):
+                logger.exception("authentication could not reach the database")
+                await send_json_error(
+                    send,
+                    503,
+                    "SERVICE_UNAVAILABLE",
+                    "the database is unavailable; try again shortly",
+                    headers=[(b"retry-after", b"5")],
+                )
+                return
         if principal is None:
             message = (
                 "this API key is not valid (unknown or revoked)"
