@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from ..db import Database
 from ..errors import BadUserInput
 from ..repositories.analytics import (
     ACTIVITY_SLOT_SECONDS,
@@ -21,10 +20,8 @@ from ..repositories.analytics import (
     MetricTotals,
     TopicTotals,
 )
-from ..repositories.selection import CsiParameters
-from ..settings import Settings
+from .base import ReadService
 from .filters import ConversationFilter, local_midnight, resolve_filter
-from .tenants import TenantDirectory
 
 MAX_BUCKETS = 2000
 MAX_TOPICS = 100
@@ -47,18 +44,6 @@ class AgentOrder(enum.Enum):
     CSAT_ASC = "CSAT_ASC"
     CSI_DESC = "CSI_DESC"
     CSI_ASC = "CSI_ASC"
-
-
-def csi_parameters(settings: Settings) -> CsiParameters:
-    weights = settings.csi_weights
-    return CsiParameters(
-        frt_target_minutes=settings.csi_frt_target_minutes,
-        frt_limit_minutes=settings.csi_frt_limit_minutes,
-        effectiveness_weight=weights["effectiveness"],
-        effort_weight=weights["effort"],
-        efficiency_weight=weights["efficiency"],
-        empathy_weight=weights["empathy"],
-    )
 
 
 def percentage(part: int, whole: int) -> float | None:
@@ -115,21 +100,7 @@ def _bucket_label(low: float, high: float | None) -> str:
     return f"{words(low)} to {words(high)}"
 
 
-class AnalyticsService:
-    def __init__(
-        self,
-        database: Database,
-        settings: Settings,
-        tenants: TenantDirectory | None = None,
-    ) -> None:
-        self._database = database
-        self._settings = settings
-        self._tenants = tenants or TenantDirectory(database, settings)
-        self._csi = csi_parameters(settings)
-
-    async def _zone(self, tenant_id: int) -> Any:
-        return (await self._tenants.get(tenant_id)).zone
-
+class AnalyticsService(ReadService):
     def _repository(self, connection: Any) -> AnalyticsRepository:
         return AnalyticsRepository(connection, csi=self._csi)
 

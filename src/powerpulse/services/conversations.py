@@ -6,16 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..db import Database
 from ..errors import BadUserInput
 from ..ingest.records import clean_text
 from ..repositories.analyses import AnalysisRepository
 from ..repositories.conversations import ConversationRepository
 from ..repositories.messages import MessageRepository
-from ..settings import Settings
-from .analytics import csi_parameters
+from .base import ReadService
 from .filters import ConversationFilter, ConversationOrder, resolve_filter
-from .tenants import TenantDirectory
 
 
 @dataclass(slots=True)
@@ -36,21 +33,7 @@ def check_page_size(first: int, limit: int) -> None:
         raise BadUserInput(f"`first` must be between 0 and {limit}, got {first}")
 
 
-class ConversationService:
-    def __init__(
-        self,
-        database: Database,
-        settings: Settings,
-        tenants: TenantDirectory | None = None,
-    ) -> None:
-        self._database = database
-        self._settings = settings
-        self._tenants = tenants or TenantDirectory(database, settings)
-        self._csi = csi_parameters(settings)
-
-    async def _zone(self, tenant_id: int) -> Any:
-        return (await self._tenants.get(tenant_id)).zone
-
+class ConversationService(ReadService):
     @property
     def max_page_size(self) -> int:
         return self._settings.max_page_size

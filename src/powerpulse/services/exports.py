@@ -11,14 +11,11 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from ..db import Database
 from ..repositories.analyses import AnalysisRepository
 from ..repositories.conversations import ConversationRepository
 from ..repositories.messages import MessageRepository
-from ..settings import Settings
-from .analytics import csi_parameters
+from .base import ReadService
 from .filters import ConversationFilter, resolve_filter
-from .tenants import TenantDirectory
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 UTF8_BOM = "\ufeff"
@@ -101,21 +98,7 @@ def _render(rows: Iterable[Sequence[Any]]) -> str:
     return buffer.getvalue()
 
 
-class ExportService:
-    def __init__(
-        self,
-        database: Database,
-        settings: Settings,
-        tenants: TenantDirectory | None = None,
-    ) -> None:
-        self._database = database
-        self._settings = settings
-        self._tenants = tenants or TenantDirectory(database, settings)
-        self._csi = csi_parameters(settings)
-
-    async def _zone(self, tenant_id: int) -> Any:
-        return (await self._tenants.get(tenant_id)).zone
-
+class ExportService(ReadService):
     async def check(self, tenant_id: int, selection: ConversationFilter | None) -> None:
         """Refuse a bad filter before the first byte of a response is sent."""
         resolve_filter(selection, await self._zone(tenant_id))
