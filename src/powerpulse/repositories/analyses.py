@@ -144,18 +144,6 @@ class AnalysisRepository(Repository):
                 ],
             )
 
-    async def for_conversations(
-        self, tenant_id: int, conversation_ids: Sequence[int]
-    ) -> dict[int, Mapping[str, Any]]:
-        if not conversation_ids:
-            return {}
-        rows = await self.connection.execute(
-            select(analyses).where(
-                _a.tenant_id == tenant_id, _a.conversation_id.in_(conversation_ids)
-            )
-        )
-        return {row.conversation_id: row._mapping for row in rows}
-
     async def topics_for(
         self, tenant_id: int, conversation_ids: Sequence[int]
     ) -> dict[int, list[str]]:

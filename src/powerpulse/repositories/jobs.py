@@ -190,13 +190,6 @@ class JobRepository(Repository):
             ).scalar_one()
         )
 
-    async def unfinished_ids(self, tenant_id: int) -> list[int]:
-        rows = await self.connection.execute(
-            select(_j.id).where(_j.tenant_id == tenant_id, _j.finished_at.is_(None))
-        )
-        return [row[0] for row in rows]
-
-    # -- the task queue ----------------------------------------------------------------
     async def claim(
         self, *, worker: str, limit: int, lease_until: datetime, now: datetime
     ) -> list[ClaimedTask]:
@@ -274,12 +267,3 @@ class JobRepository(Repository):
             .returning(_t.id)
         )
         return {row[0] for row in rows}
-
-    async def pending_count(self) -> int:
-        return int(
-            (
-                await self.connection.execute(
-                    select(func.count()).select_from(tasks).where(_t.state != TaskState.DONE.value)
-                )
-            ).scalar_one()
-        )

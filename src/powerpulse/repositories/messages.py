@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from ..models import Conversation, Message
 from .base import Repository
@@ -114,14 +114,3 @@ class MessageRepository(Repository):
         result = await self.connection.stream(statement)
         async for partition in result.mappings().partitions(batch_size):
             yield list(partition)
-
-    async def count(self, tenant_id: int, conversation_id: int) -> int:
-        return int(
-            (
-                await self.connection.execute(
-                    select(func.count()).where(
-                        _m.tenant_id == tenant_id, _m.conversation_id == conversation_id
-                    )
-                )
-            ).scalar_one()
-        )

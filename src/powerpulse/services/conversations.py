@@ -87,7 +87,3 @@ class ConversationService(ReadService):
                 tenant_id, conversation_id, first=first, after=after
             )
         return Page(rows, [ordering.cursor_for(row) for row in rows], has_next)
-
-    async def message_count(self, tenant_id: int, conversation_id: int) -> int:
-        async with self._database.read() as connection:
-            return await MessageRepository(connection).count(tenant_id, conversation_id)
