@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..models import SenderKind
 
@@ -27,10 +26,17 @@ class InvalidRecord(ValueError):
     """A record the export cannot be trusted for; it is skipped and reported."""
 
 
-@dataclass(slots=True)
-class NormalisedMessage:
+STORED_FIELDS_START = 3
+
+
+class NormalisedMessage(NamedTuple):
+    """One valid record. A plain tuple underneath: cheap to build, sort and send."""
+
     chat_id: str
     index: int
+    platform: str | None
+    # From here on, the fields are the stored message columns in MessageRepository's
+    # INSERT_COLUMNS order (after conversation_id): rows are built by slicing.
     message_key: str
     external_id: str | None
     sender: SenderKind
@@ -38,7 +44,6 @@ class NormalisedMessage:
     sent_at: datetime
     agent_username: str | None
     agent_email: str | None
-    platform: str | None
     message_type: str | None
     via: str | None
 
@@ -187,10 +192,12 @@ def normalise_record(
         sender = SenderKind.AGENT
     else:
         sender = SenderKind.BOT
+    # Positional, in field order: this runs once per record.
     return NormalisedMessage(
-        chat_id=chat_id,
-        index=index,
-        message_key=message_identity(
+        chat_id,
+        index,
+        _label(record, "PLATFORM"),
+        message_identity(
             chat_id=chat_id,
             external_id=external_id,
             direction=direction,
@@ -198,15 +205,14 @@ def normalise_record(
             content=content,
             agent_username=agent_username,
         ),
-        external_id=external_id[:MAX_IDENTIFIER_LENGTH] if external_id else None,
-        sender=sender,
-        content=content,
-        sent_at=sent_at,
-        agent_username=agent_username,
-        agent_email=agent_email,
-        platform=_label(record, "PLATFORM"),
-        message_type=_label(record, "MESSAGE_TYPE"),
-        via=_label(record, "VIA"),
+        external_id[:MAX_IDENTIFIER_LENGTH] if external_id else None,
+        sender,
+        content,
+        sent_at,
+        agent_username,
+        agent_email,
+        _label(record, "MESSAGE_TYPE"),
+        _label(record, "VIA"),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, select, update
@@ -42,24 +42,37 @@ RESULT_COLUMNS = (
 
 
 class AnalysisRepository(Repository):
-    async def mark_pending(self, tenant_id: int, conversation_ids: Sequence[int]) -> None:
-        """New or changed conversations wait for analysis; an older judgement is kept."""
+    async def mark_pending(
+        self,
+        tenant_id: int,
+        conversation_ids: Sequence[int],
+        *,
+        created: Collection[int] = (),
+    ) -> None:
+        """New or changed conversations wait for analysis; an older judgement is kept.
+
+        `created` are conversations made by this transaction: they have no analysis row
+        yet, so they are not looked up.
+        """
         if not conversation_ids:
             return
         now = utcnow()
-        existing = set(
-            (
-                await self.connection.execute(
-                    select(_a.conversation_id).where(
-                        _a.tenant_id == tenant_id, _a.conversation_id.in_(conversation_ids)
+        unknown = [cid for cid in conversation_ids if cid not in created]
+        existing: set[int] = set()
+        if unknown:
+            existing = set(
+                (
+                    await self.lookup(
+                        select(_a.conversation_id).where(
+                            _a.tenant_id == tenant_id, self.among(_a.conversation_id, unknown)
+                        )
                     )
-                )
-            ).scalars()
-        )
+                ).scalars()
+            )
         if existing:
             await self.connection.execute(
                 update(analyses)
-                .where(_a.tenant_id == tenant_id, _a.conversation_id.in_(sorted(existing)))
+                .where(_a.tenant_id == tenant_id, self.among(_a.conversation_id, sorted(existing)))
                 .values(status=AnalysisStatus.PENDING.value, updated_at=now)
             )
         await self.bulk_insert(
@@ -86,9 +99,9 @@ class AnalysisRepository(Repository):
         """Status, fingerprint and content hash of each conversation's analysis."""
         if not conversation_ids:
             return {}
-        rows = await self.connection.execute(
+        rows = await self.lookup(
             select(_a.conversation_id, _a.status, _a.fingerprint, _a.content_hash).where(
-                _a.tenant_id == tenant_id, _a.conversation_id.in_(conversation_ids)
+                _a.tenant_id == tenant_id, self.among(_a.conversation_id, conversation_ids)
             )
         )
         return {row.conversation_id: row._mapping for row in rows}

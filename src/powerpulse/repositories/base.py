@@ -7,7 +7,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Select, case, func, literal_column, select
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Select,
+    any_,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..models import UTCDateTime
@@ -33,6 +44,8 @@ def _sqlite_timestamp(value: datetime | None) -> str | None:
     """A timestamp as SQLAlchemy itself stores it in SQLite: naive UTC text."""
     if value is None:
         return None
+    if value.tzinfo is UTC:  # how every parsed time arrives: drop the "+00:00"
+        return value.isoformat(" ", "microseconds")[:-6]
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat(" ", "microseconds")
@@ -71,7 +84,10 @@ class Repository:
         placeholders = ", ".join("?" for _ in columns)
         statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders})"
         converters = _sqlite_converters(table, columns)
-        if converters:
+        if len(converters) == 1:
+            index, convert = converters[0]
+            rows = [(*row[:index], convert(row[index]), *row[index + 1 :]) for row in rows]
+        elif converters:
             converted = []
             for row in rows:
                 values = list(row)
@@ -80,6 +96,30 @@ class Repository:
                 converted.append(values)
             rows = converted
         await driver.executemany(statement, rows)
+
+    def among(self, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+        """`column IN values`; on PostgreSQL one array parameter, whatever the length."""
+        if self.is_postgres:
+            return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+        return column.in_(list(values))
+
+    async def lookup(self, statement: Any) -> Any:
+        """Run a read that an upload repeats while its own transaction fills the tables.
+
+        PostgreSQL caches a generic plan for a prepared statement after a few runs, costed
+        with the table sizes of that moment. In a first upload those tables were nearly
+        empty, the cached plan scans an index on tenant only, and every later lookup reads
+        every row stored so far: ingest grows with the square of the file. Planning such
+        lookups on every run keeps them key lookups. The setting is restored right after,
+        so foreign-key checks during COPY keep their cached plans.
+        """
+        if not self.is_postgres:
+            return await self.connection.execute(statement)
+        await self.connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
+        try:
+            return await self.connection.execute(statement)
+        finally:
+            await self.connection.exec_driver_sql("SET LOCAL plan_cache_mode = DEFAULT")
 
     @property
     def is_postgres(self) -> bool:

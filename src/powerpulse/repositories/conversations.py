@@ -210,8 +210,10 @@ class ConversationRepository(Repository):
         wanted = list(chat_ids)
         if not wanted:
             return {}
-        rows = await self.connection.execute(
-            select(_c.chat_id, _c.id).where(_c.tenant_id == tenant_id, _c.chat_id.in_(wanted))
+        rows = await self.lookup(
+            select(_c.chat_id, _c.id).where(
+                _c.tenant_id == tenant_id, self.among(_c.chat_id, wanted)
+            )
         )
         return {chat_id: conversation_id for chat_id, conversation_id in rows}
 
@@ -251,10 +253,14 @@ class ConversationRepository(Repository):
         self,
         tenant_id: int,
         conversation_ids: Sequence[int],
-        agent_rows: Sequence[dict[str, Any]],
-        reply_rows: Sequence[dict[str, Any]],
+        agent_rows: Sequence[tuple[Any, ...]],
+        reply_rows: Sequence[tuple[Any, ...]],
     ) -> None:
-        """Swap in freshly measured agents and reply events for these conversations."""
+        """Swap in freshly measured agents and reply events for these conversations.
+
+        Agent rows are (conversation_id, agent, message_count); reply rows are
+        (conversation_id, agent, waiting_since, replied_at, response_minutes).
+        """
         if conversation_ids:
             for table in (conversation_agents, reply_events):
                 await self.connection.execute(
@@ -269,7 +275,7 @@ class ConversationRepository(Repository):
         await self.bulk_insert(
             conversation_agents,
             ("tenant_id", *agent_columns),
-            [(tenant_id, *(row[column] for column in agent_columns)) for row in agent_rows],
+            [(tenant_id, *row) for row in agent_rows],
         )
         reply_columns = (
             "conversation_id",
@@ -281,7 +287,7 @@ class ConversationRepository(Repository):
         await self.bulk_insert(
             reply_events,
             ("tenant_id", *reply_columns),
-            [(tenant_id, *(row[column] for column in reply_columns)) for row in reply_rows],
+            [(tenant_id, *row) for row in reply_rows],
         )
 
 

@@ -46,9 +46,9 @@ class MessageRepository(Repository):
         """What metric computation needs of the stored messages, in time order per chat."""
         if not conversation_ids:
             return []
-        rows = await self.connection.execute(
+        rows = await self.lookup(
             select(*FACT_COLUMNS)
-            .where(_m.tenant_id == tenant_id, _m.conversation_id.in_(conversation_ids))
+            .where(_m.tenant_id == tenant_id, self.among(_m.conversation_id, conversation_ids))
             .order_by(_m.conversation_id, _m.sent_at, _m.id)
         )
         return list(rows.mappings())
@@ -76,12 +76,13 @@ class MessageRepository(Repository):
             found[row["conversation_id"]].append(row)
         return found
 
-    async def insert_many(self, tenant_id: int, rows: Sequence[dict[str, Any]]) -> None:
-        """Store new messages in the given order (ids follow it: ties keep file order)."""
+    async def insert_many(self, tenant_id: int, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Store new messages in the given order (ids follow it: ties keep file order).
+
+        Rows are tuples in INSERT_COLUMNS order.
+        """
         await self.bulk_insert(
-            messages,
-            ("tenant_id", *INSERT_COLUMNS),
-            [(tenant_id, *(row[column] for column in INSERT_COLUMNS)) for row in rows],
+            messages, ("tenant_id", *INSERT_COLUMNS), [(tenant_id, *row) for row in rows]
         )
 
     async def page(

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..models import SenderKind
 
@@ -28,15 +28,13 @@ class MessageFacts(Protocol):
     def agent(self) -> str | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ReplyEventFacts:
+class ReplyEventFacts(NamedTuple):
+    """A reply to a waiting customer; fields in the order reply_events stores them."""
+
     agent: str
     waiting_since: datetime
     replied_at: datetime
-
-    @property
-    def response_minutes(self) -> float:
-        return _minutes(self.replied_at - self.waiting_since)
+    response_minutes: float
 
 
 @dataclass(slots=True)
@@ -96,7 +94,14 @@ def measure_conversation(
             agent = message.agent or ""
             agent_counts[agent] += 1
             if waiting_since is not None:
-                reply_events.append(ReplyEventFacts(agent, waiting_since, message.sent_at))
+                reply_events.append(
+                    ReplyEventFacts(
+                        agent,
+                        waiting_since,
+                        message.sent_at,
+                        _minutes(message.sent_at - waiting_since),
+                    )
+                )
                 waiting_since = None
 
     gaps = sum(
