@@ -131,10 +131,11 @@ async def _vacuum(database_url: str) -> float | None:
 
 
 async def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
-    from powerpulse.app import open_state
+    from powerpulse.app import open_state, settle_heap
 
     settings = _settings(args.db)
     state = await open_state(settings, migrate=True)
+    settle_heap()  # as `powerpulse serve` and `powerpulse ingest` do once set up
     result: dict[str, Any] = {}
     try:
         rss_before = _rss()
@@ -167,9 +168,10 @@ async def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def cmd_analyse(args: argparse.Namespace) -> dict[str, Any]:
-    from powerpulse.app import open_state
+    from powerpulse.app import open_state, settle_heap
 
     state = await open_state(_settings(args.db), migrate=None)
+    settle_heap()
     try:
         result = await _analyse_all(state, limit=args.timeout)
     finally:

@@ -105,10 +105,11 @@ async def _ingest_stream(
     """Store an export, then (with `wait`) analyse it in this process, showing progress."""
     from rich.console import Console
 
-    from .app import open_state
+    from .app import open_state, settle_heap
 
     console = Console(stderr=True)
     state = await open_state(settings, migrate=migrate)
+    settle_heap()
     try:
         tenant_id = state.default_tenant_id
         if tenant is not None:
@@ -204,7 +205,7 @@ def _is_loopback(host: str) -> bool:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app
+    from .app import create_app, settle_heap
 
     settings = _load_settings()
     if settings.auth_disabled and not _is_loopback(args.host):
@@ -230,8 +231,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             report.messages_stored,
             report.duplicates_skipped,
         )
+    app = create_app(settings, run_worker=not args.no_worker, migrate=migrate)
+    settle_heap()
     uvicorn.run(
-        create_app(settings, run_worker=not args.no_worker, migrate=migrate),
+        app,
         host=args.host,
         port=args.port,
         log_level=settings.log_level.lower(),
@@ -241,11 +244,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _run_worker(settings: Settings, *, migrate: bool | None) -> None:
-    from .app import open_state
+    from .app import open_state, settle_heap
     from .services.analysis import WorkerBusy
 
     log = logging.getLogger("powerpulse.worker")
     state = await open_state(settings, migrate=migrate)
+    settle_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
