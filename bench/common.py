@@ -623,14 +623,14 @@ def bench_settings(database_url: str, **overrides: Any) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def inprocess_client(database_url: str) -> AsyncIterator[tuple[Any, Any]]:
+async def inprocess_client(database_url: str, **overrides: Any) -> AsyncIterator[tuple[Any, Any]]:
     """An httpx client bound to the ASGI app in this process (lifespan run), and its AppState."""
     import httpx
     from asgi_lifespan import LifespanManager
 
     from powerpulse.app import create_app
 
-    app = create_app(bench_settings(database_url), run_worker=False)
+    app = create_app(bench_settings(database_url, **overrides), run_worker=False)
     async with LifespanManager(app, startup_timeout=300, shutdown_timeout=120) as manager:
         lifespan_state: dict[str, Any] = manager._state
 

@@ -33,7 +33,8 @@ async def run(ctx: Context, section: r.Section) -> None:
     section.note(
         "For each size: ingest time of the in-process driver (`IngestService.ingest` on an "
         "empty database; the section-1 run when it ran), then in-process query latency over "
-        f"{options.runs} runs, unanalysed data (PostgreSQL `VACUUM ANALYZE`d first). "
+        f"{options.runs} runs, unanalysed data (PostgreSQL `VACUUM ANALYZE`d first), with "
+        "the analytics answer cache off, so every run computes. "
         "“Growth” columns compare each size with the previous one: the data grew by the "
         "first factor, the time by the others (linear scaling = the same factor)."
     )
@@ -53,7 +54,9 @@ async def run(ctx: Context, section: r.Section) -> None:
                 try:
                     await ctx.vacuum(engine, url)
                     db_size = await ctx.database_size(engine, url)
-                    results, _ = await measure(ctx, url, NAMES, runs=options.runs, deep_pages=0)
+                    results, _ = await measure(
+                        ctx, url, NAMES, runs=options.runs, deep_pages=0, keep_answers=False
+                    )
                 except Exception as exc:
                     section.error(f"{engine} {size:,} queries", exc)
                     continue

@@ -100,6 +100,15 @@ class Tenant(SQLModel, table=True):
     )
     topics_file: str | None = Field(default=None, sa_column=Column(Text))
     session_gap_hours: float | None = Field(default=None, sa_column=Column(Float))
+    data_version: int = Field(
+        default=0,
+        sa_column=Column(
+            BigInteger,
+            nullable=False,
+            server_default="0",
+            comment="Raised by every write that changes analytics; keys cached answers",
+        ),
+    )
 
 
 class ApiKey(SQLModel, table=True):

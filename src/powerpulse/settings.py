@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     ingest_batch_chats: int = Field(
         default=500, gt=0, description="Chats stored per database round trip during ingest."
     )
+    analytics_cache_entries: int = Field(
+        default=1000,
+        ge=0,
+        description=(
+            "Analytics answers kept per process until the tenant's data changes (0: off)."
+        ),
+    )
     max_page_size: int = Field(default=100, gt=0, description="Largest allowed `first`.")
     db_pool_size: int = Field(default=10, gt=0, description="PostgreSQL pool size.")
     db_max_overflow: int = Field(default=10, ge=0, description="PostgreSQL pool overflow.")

@@ -41,6 +41,28 @@ class TenantRepository(Repository):
                 select(func.pg_advisory_xact_lock(INGEST_LOCK_NAMESPACE, tenant_id))
             )
 
+    async def data_version(self, tenant_id: int) -> int:
+        """A number that changes whenever the tenant's analytics could have changed."""
+        version = (
+            await self.connection.execute(
+                select(tenants.c.data_version).where(tenants.c.id == tenant_id)
+            )
+        ).scalar()
+        return int(version or 0)
+
+    async def bump_data_version(self, tenant_id: int) -> None:
+        """Mark the tenant's analytics as changed by this transaction.
+
+        Call it as the transaction's last statement: on PostgreSQL it holds the tenant
+        row's lock until commit, and a transaction that waited on it while holding other
+        locks could deadlock with one that holds those.
+        """
+        await self.connection.execute(
+            update(tenants)
+            .where(tenants.c.id == tenant_id)
+            .values(data_version=tenants.c.data_version + 1)
+        )
+
     async def get(self, tenant_id: int) -> Mapping[str, Any] | None:
         return (
             (await self.connection.execute(select(tenants).where(tenants.c.id == tenant_id)))

@@ -35,6 +35,7 @@ from ..repositories.analyses import AnalysisRepository
 from ..repositories.conversations import ConversationRepository
 from ..repositories.jobs import ClaimedTask, JobProgress, JobRepository
 from ..repositories.messages import MessageRepository
+from ..repositories.tenants import TenantRepository
 from ..settings import Settings
 from .tenants import TenantConfig, TenantDirectory
 
@@ -247,6 +248,7 @@ class AnalysisService:
             analyses = AnalysisRepository(connection)
             if unavailable is not None:
                 await self._stop_jobs(tenant_id, tasks, unavailable, jobs, analyses)
+                await TenantRepository(connection).bump_data_version(tenant_id)
                 return
             owned = await jobs.complete(worker=self.worker_id, task_ids=[t.id for t in tasks])
             mine = [task for task in tasks if task.id in owned]
@@ -285,6 +287,8 @@ class AnalysisService:
                     job.cached += 1
             for job_id, job_progress in sorted(progress.items()):
                 await jobs.add_progress(tenant_id, job_id, job_progress)
+            # Last: cached analytics answers of this tenant are now out of date.
+            await TenantRepository(connection).bump_data_version(tenant_id)
 
     async def _store(
         self,

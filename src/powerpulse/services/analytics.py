@@ -7,11 +7,12 @@ UTC instants (daylight saving included) and the database groups by them.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from ..db import Database
 from ..errors import BadUserInput
 from ..repositories.analytics import (
     ACTIVITY_SLOT_SECONDS,
@@ -20,9 +21,14 @@ from ..repositories.analytics import (
     MetricTotals,
     TopicTotals,
 )
+from ..repositories.tenants import TenantRepository
+from ..settings import Settings
 from .base import ReadService
+from .cache import AnswerCache
 from .filters import ConversationFilter, local_midnight, resolve_filter
+from .tenants import TenantDirectory
 
+T = TypeVar("T")
 MAX_BUCKETS = 2000
 MAX_TOPICS = 100
 # First response buckets: [0, 5) [5, 15) [15, 60) [60, 240) [240, 1440) [1440, inf) minutes.
@@ -101,23 +107,60 @@ def _bucket_label(low: float, high: float | None) -> str:
 
 
 class AnalyticsService(ReadService):
+    """Every answer is kept until the tenant's data changes (see services/cache.py)."""
+
+    def __init__(
+        self,
+        database: Database,
+        settings: Settings,
+        tenants: TenantDirectory | None = None,
+        *,
+        cache: AnswerCache | None = None,
+    ) -> None:
+        super().__init__(database, settings, tenants)
+        self._cache = cache if cache is not None else AnswerCache(settings.analytics_cache_entries)
+
     def _repository(self, connection: Any) -> AnalyticsRepository:
         return AnalyticsRepository(connection, csi=self._csi)
 
+    async def _answer(
+        self,
+        tenant_id: int,
+        question: Hashable,
+        compute: Callable[[AnalyticsRepository], Awaitable[T]],
+    ) -> T:
+        """Compute an answer in one read transaction, or reuse it if the data is unchanged."""
+        async with self._database.read() as connection:
+            version = (
+                await TenantRepository(connection).data_version(tenant_id)
+                if self._cache.enabled
+                else 0
+            )
+            repository = self._repository(connection)
+            return await self._cache.answer(
+                (tenant_id, version, question), lambda: compute(repository)
+            )
+
     async def metrics(self, tenant_id: int, selection: ConversationFilter | None) -> MetricTotals:
         criteria = resolve_filter(selection, await self._zone(tenant_id))
-        async with self._database.read() as connection:
-            found = await self._repository(connection).totals(tenant_id, criteria)
-        return found.get(None, MetricTotals())
+
+        async def compute(repository: AnalyticsRepository) -> MetricTotals:
+            found = await repository.totals(tenant_id, criteria)
+            return found.get(None, MetricTotals())
+
+        return await self._answer(tenant_id, ("metrics", criteria), compute)
 
     async def top_topics(
         self, tenant_id: int, selection: ConversationFilter | None, *, limit: int
     ) -> list[tuple[str, int]]:
         check_limit(limit)
         criteria = resolve_filter(selection, await self._zone(tenant_id))
-        async with self._database.read() as connection:
-            found = await self._repository(connection).top_topics(tenant_id, criteria, limit=limit)
-        return found.get(None, [])
+
+        async def compute(repository: AnalyticsRepository) -> list[tuple[str, int]]:
+            found = await repository.top_topics(tenant_id, criteria, limit=limit)
+            return found.get(None, [])
+
+        return await self._answer(tenant_id, ("top_topics", criteria, limit), compute)
 
     # -- trends -----------------------------------------------------------------------
     async def timeseries(
@@ -126,8 +169,8 @@ class AnalyticsService(ReadService):
         """One bucket per interval over the filter's dates (or the data's), empty ones too."""
         zone = await self._zone(tenant_id)
         criteria = resolve_filter(selection, zone)
-        async with self._database.read() as connection:
-            repository = self._repository(connection)
+
+        async def compute(repository: AnalyticsRepository) -> list[TimeBucket]:
             first_day, last_day = await self._date_range(repository, tenant_id, selection)
             if first_day is None or last_day is None:
                 return []
@@ -148,14 +191,18 @@ class AnalyticsService(ReadService):
             topics = await repository.top_topics(
                 tenant_id, bounded, limit=MAX_TOPICS, buckets=boundaries
             )
-        return [
-            TimeBucket(
-                start=boundaries[index].astimezone(zone),
-                totals=totals.get(index, MetricTotals()),
-                top_topics=topics.get(index, []),
-            )
-            for index in range(len(boundaries) - 1)
-        ]
+            return [
+                TimeBucket(
+                    start=boundaries[index].astimezone(zone),
+                    totals=totals.get(index, MetricTotals()),
+                    top_topics=topics.get(index, []),
+                )
+                for index in range(len(boundaries) - 1)
+            ]
+
+        # The filter's dates (not only the resolved instants) decide the buckets.
+        question = ("timeseries", criteria, selection, interval, str(zone))
+        return await self._answer(tenant_id, question, compute)
 
     async def _date_range(
         self,
@@ -183,40 +230,50 @@ class AnalyticsService(ReadService):
         """Weekday (1 = Monday) by hour (0-23) in the configured timezone, all 168 cells."""
         zone = await self._zone(tenant_id)
         criteria = resolve_filter(selection, zone)
-        async with self._database.read() as connection:
-            counts = await self._repository(connection).activity(tenant_id, criteria)
-        cells = {
-            (weekday, hour): HeatmapCell(weekday, hour, 0, 0)
-            for weekday in range(1, 8)
-            for hour in range(24)
-        }
 
-        def cell(slot: int) -> HeatmapCell:
-            moment = datetime.fromtimestamp(slot * ACTIVITY_SLOT_SECONDS, tz=UTC).astimezone(zone)
-            return cells[(moment.isoweekday(), moment.hour)]
+        async def compute(repository: AnalyticsRepository) -> list[HeatmapCell]:
+            counts = await repository.activity(tenant_id, criteria)
+            cells = {
+                (weekday, hour): HeatmapCell(weekday, hour, 0, 0)
+                for weekday in range(1, 8)
+                for hour in range(24)
+            }
 
-        for slot, count in counts.customer_messages.items():
-            cell(slot).customer_messages += count
-        for slot, count in counts.conversations_started.items():
-            cell(slot).conversations_started += count
-        return list(cells.values())
+            def cell(slot: int) -> HeatmapCell:
+                moment = datetime.fromtimestamp(slot * ACTIVITY_SLOT_SECONDS, tz=UTC).astimezone(
+                    zone
+                )
+                return cells[(moment.isoweekday(), moment.hour)]
+
+            for slot, count in counts.customer_messages.items():
+                cell(slot).customer_messages += count
+            for slot, count in counts.conversations_started.items():
+                cell(slot).conversations_started += count
+            return list(cells.values())
+
+        return await self._answer(tenant_id, ("heatmap", criteria, str(zone)), compute)
 
     async def first_response_histogram(
         self, tenant_id: int, selection: ConversationFilter | None
     ) -> list[FirstResponseBucket]:
         criteria = resolve_filter(selection, await self._zone(tenant_id))
-        async with self._database.read() as connection:
-            counts = await self._repository(connection).first_response_histogram(
+
+        async def compute(repository: AnalyticsRepository) -> list[FirstResponseBucket]:
+            counts = await repository.first_response_histogram(
                 tenant_id, criteria, edges=FIRST_RESPONSE_EDGES
             )
-        lows = (0.0, *FIRST_RESPONSE_EDGES)
-        highs: tuple[float | None, ...] = (*FIRST_RESPONSE_EDGES, None)
-        buckets = [
-            FirstResponseBucket(_bucket_label(low, high), low, high, counts.get(index, 0))
-            for index, (low, high) in enumerate(zip(lows, highs, strict=True))
-        ]
-        buckets.append(FirstResponseBucket("no agent response", None, None, counts.get(None, 0)))
-        return buckets
+            lows = (0.0, *FIRST_RESPONSE_EDGES)
+            highs: tuple[float | None, ...] = (*FIRST_RESPONSE_EDGES, None)
+            buckets = [
+                FirstResponseBucket(_bucket_label(low, high), low, high, counts.get(index, 0))
+                for index, (low, high) in enumerate(zip(lows, highs, strict=True))
+            ]
+            buckets.append(
+                FirstResponseBucket("no agent response", None, None, counts.get(None, 0))
+            )
+            return buckets
+
+        return await self._answer(tenant_id, ("histogram", criteria), compute)
 
     # -- breakdowns -------------------------------------------------------------------
     async def agents(
@@ -224,10 +281,13 @@ class AnalyticsService(ReadService):
     ) -> list[AgentTotals]:
         """Every agent of the selection, in the requested order (ties by name)."""
         criteria = resolve_filter(selection, await self._zone(tenant_id))
-        async with self._database.read() as connection:
-            found = await self._repository(connection).agents(tenant_id, criteria)
-        found.sort(key=agent_sort_key(order))
-        return found
+
+        async def compute(repository: AnalyticsRepository) -> list[AgentTotals]:
+            found = await repository.agents(tenant_id, criteria)
+            found.sort(key=agent_sort_key(order))
+            return found
+
+        return await self._answer(tenant_id, ("agents", criteria, order), compute)
 
     async def topics(
         self, tenant_id: int, selection: ConversationFilter | None, *, limit: int
@@ -237,19 +297,21 @@ class AnalyticsService(ReadService):
         criteria = resolve_filter(selection, zone)
         earlier = previous_period(selection)
         previous = resolve_filter(earlier, zone) if earlier is not None else None
-        async with self._database.read() as connection:
-            repository = self._repository(connection)
+
+        async def compute(repository: AnalyticsRepository) -> list[TopicBreakdown]:
             found = await repository.topics(tenant_id, criteria, previous=previous)
             analyzed = (
                 (await repository.totals(tenant_id, criteria))
                 .get(None, MetricTotals())
                 .analyzed_conversations
             )
-        found.sort(key=lambda topic: (-topic.conversations, topic.topic))
-        return [
-            TopicBreakdown(totals=topic, percentage=percentage(topic.conversations, analyzed))
-            for topic in found[:limit]
-        ]
+            found.sort(key=lambda topic: (-topic.conversations, topic.topic))
+            return [
+                TopicBreakdown(totals=topic, percentage=percentage(topic.conversations, analyzed))
+                for topic in found[:limit]
+            ]
+
+        return await self._answer(tenant_id, ("topics", criteria, previous, limit), compute)
 
 
 def agent_sort_key(order: AgentOrder) -> Callable[[AgentTotals], Any]:

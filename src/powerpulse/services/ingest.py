@@ -88,7 +88,8 @@ class IngestService:
         pending = asyncio.ensure_future(asyncio.to_thread(reader.next_batch, batch_size))
         try:
             async with self._database.write() as connection:
-                await TenantRepository(connection).lock_for_ingest(tenant_id)
+                tenants = TenantRepository(connection)
+                await tenants.lock_for_ingest(tenant_id)
                 jobs = JobRepository(connection)
                 job_id = await jobs.create(tenant_id, analyzer=fingerprint)
                 report.job_id = job_id
@@ -118,6 +119,8 @@ class IngestService:
                     cached=report.analysis_cached,
                     forced=report.analysis_forced,
                 )
+                # Last: cached analytics answers of this tenant are now out of date.
+                await tenants.bump_data_version(tenant_id)
         finally:
             # A read still running finishes before the caller closes the stream.
             await asyncio.gather(pending, return_exceptions=True)

@@ -1,0 +1,236 @@
+"""Analytics answers are reused while a tenant's data is unchanged, and never after.
+
+Every upload and every stored analysis batch raises the tenant's data version; an answer is
+kept under the version it was computed at. These tests count SQL statements on the app's own
+engine to see an answer being reused, and check that a write, made by the same app or by
+another process on the same database, is visible to the very next request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from chat_exports import SAMPLE, agent, customer, export
+from sqlalchemy import event
+
+from powerpulse.app import create_app
+from powerpulse.services.cache import AnswerCache
+from powerpulse.settings import Settings
+
+METRICS = (
+    "query($f: ConversationFilter) { metrics(filter: $f) { totalConversations totalMessages "
+    "analyzedConversations medianFirstResponseTimeMinutes topTopics(limit: 3) { topic } } }"
+)
+AGENTS = "query { agents(first: 10) { totalCount edges { node { agent conversations } } } }"
+JOB = "query($id: ID!) { job(id: $id) { status finishedAt } }"
+UPLOAD = "mutation($f: Upload!) { uploadChats(file: $f) { messagesStored job { id } } }"
+EXTRA = export(
+    {
+        "hotel": [
+            customer("2025-03-09T10:00:00Z", "my token did not arrive"),
+            agent("2025-03-09T10:04:00Z", "Resent it", username="zara"),
+        ]
+    }
+)
+
+
+class App:
+    """One running app (one process's view) with a statement counter on its engine."""
+
+    def __init__(self, manager: LifespanManager, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self.state = manager._state["powerpulse"]
+        self.statements: list[str] = []
+        engine = self.state.database.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", self._count)
+
+    def _count(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements.append(statement)
+
+    async def data(self, query: str, variables: dict[str, Any] | None = None) -> Any:
+        response = await self.http.post("/graphql", json={"query": query, "variables": variables})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    async def counted(self, query: str, variables: dict[str, Any] | None = None) -> Any:
+        """The answer and the number of SQL statements the request issued."""
+        self.statements.clear()
+        answer = await self.data(query, variables)
+        return answer, len(self.statements)
+
+    async def upload(self, content: bytes) -> dict[str, Any]:
+        response = await self.http.post(
+            "/graphql",
+            data={
+                "operations": f'{{"query": "{UPLOAD}", "variables": {{"f": null}}}}',
+                "map": '{"0": ["variables.f"]}',
+            },
+            files={"0": ("export.json", content, "application/json")},
+            headers={"GraphQL-Require-Preflight": "1"},
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["data"]["uploadChats"]  # type: ignore[no-any-return]
+
+    async def wait_for_job(self, job_id: str, within: float = 30.0) -> None:
+        deadline = time.monotonic() + within
+        while (await self.data(JOB, {"id": job_id}))["job"]["finishedAt"] is None:
+            assert time.monotonic() < deadline, "the analysis job did not finish"
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def start(database_url: str) -> AsyncIterator[Any]:
+    """Starts apps on the test's database; they stop before it is dropped."""
+    managers: list[LifespanManager] = []
+    clients: list[httpx.AsyncClient] = []
+
+    async def build(settings: Settings, *, run_worker: bool = False) -> App:
+        manager = LifespanManager(create_app(settings, run_worker=run_worker, migrate=True))
+        await manager.__aenter__()
+        managers.append(manager)
+        http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver"
+        )
+        clients.append(http)
+        return App(manager, http)
+
+    yield build
+    for http in clients:
+        await http.aclose()
+    for manager in reversed(managers):
+        await manager.__aexit__(None, None, None)
+
+
+@pytest.fixture
+def lexicon(settings_factory: Any) -> Settings:
+    return settings_factory(analyzer="lexicon", worker_poll_seconds=0.05)  # type: ignore[no-any-return]
+
+
+async def test_an_answer_is_reused_until_an_upload_changes_the_data(
+    start: Any, lexicon: Settings
+) -> None:
+    app = await start(lexicon)
+    await app.upload(SAMPLE)
+
+    first, computing = await app.counted(METRICS)
+    again, reusing = await app.counted(METRICS)
+    assert again == first
+    assert first["metrics"]["totalConversations"] == 7
+    # Reusing costs a data-version read per answer (metrics, top topics), nothing else.
+    assert reusing == 2
+    assert all("data_version" in statement for statement in app.statements)
+    assert computing > 6
+
+    # Another question (another filter) is computed, not mistaken for the first.
+    narrowed, _ = await app.counted(METRICS, {"f": {"startDate": "2025-03-05"}})
+    assert narrowed["metrics"]["totalConversations"] == 4  # delta, echo, foxtrot, golf
+
+    stored = await app.upload(EXTRA)
+    assert stored["messagesStored"] == 2
+    after, recomputing = await app.counted(METRICS)
+    assert after["metrics"]["totalConversations"] == 8
+    assert after["metrics"]["totalMessages"] == first["metrics"]["totalMessages"] + 2
+    assert recomputing == computing
+
+    agents, _ = await app.counted(AGENTS)
+    assert "zara" in [edge["node"]["agent"] for edge in agents["agents"]["edges"]]
+
+
+async def test_writes_by_another_process_are_seen_at_once(
+    start: Any, lexicon: Settings, settings_factory: Any
+) -> None:
+    """An API process with no worker caches; a second process uploads and analyses."""
+    api = await start(settings_factory(analyzer="lexicon"))
+    before, _ = await api.counted(METRICS)
+    assert before["metrics"]["totalConversations"] == 0
+    cached, reusing = await api.counted(METRICS)
+    assert (cached, reusing) == (before, 2)
+
+    # Uploaded through the other process: the API has no worker, so nothing is analysed yet.
+    other = await start(lexicon)
+    job = (await other.upload(SAMPLE))["job"]
+    uploaded, _ = await api.counted(METRICS)
+    assert uploaded["metrics"]["totalConversations"] == 7
+
+    # The other process's worker stores judgements: the API's answer follows.
+    await other.state.worker.start()
+    await other.wait_for_job(job["id"])
+    analysed, _ = await api.counted(METRICS)
+    assert analysed["metrics"]["analyzedConversations"] == 7
+    assert analysed["metrics"]["topTopics"], "the lexicon analyzer finds topics in SAMPLE"
+
+
+async def test_the_cache_can_be_switched_off(start: Any, settings_factory: Any) -> None:
+    app = await start(settings_factory(analyzer="lexicon", analytics_cache_entries=0))
+    await app.upload(SAMPLE)
+    first, computing = await app.counted(METRICS)
+    again, recomputing = await app.counted(METRICS)
+    assert again == first
+    assert recomputing == computing >= 6  # five for metrics, one for its top topics
+
+
+# -- the cache itself --------------------------------------------------------------------
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def compute(self, value: Any) -> Any:
+        async def run() -> Any:
+            self.calls += 1
+            if isinstance(value, Exception):
+                raise value
+            return value
+
+        return run
+
+
+async def test_least_recently_used_answers_go_first() -> None:
+    cache = AnswerCache(2)
+    counter = Counter()
+    assert await cache.answer((1, 0, "a"), counter.compute("A")) == "A"
+    assert await cache.answer((1, 0, "b"), counter.compute("B")) == "B"
+    assert await cache.answer((1, 0, "a"), counter.compute("not used")) == "A"  # a is fresh
+    assert await cache.answer((1, 0, "c"), counter.compute("C")) == "C"  # b goes
+    assert len(cache) == 2
+    assert await cache.answer((1, 0, "a"), counter.compute("not used")) == "A"
+    assert await cache.answer((1, 0, "b"), counter.compute("B again")) == "B again"
+    assert counter.calls == 4
+    assert (cache.stats.hits, cache.stats.misses) == (2, 4)
+
+
+async def test_versions_and_tenants_do_not_share_answers() -> None:
+    cache = AnswerCache(10)
+    counter = Counter()
+    await cache.answer((1, 0, "q"), counter.compute("tenant 1, version 0"))
+    assert await cache.answer((1, 1, "q"), counter.compute("v1")) == "v1"
+    assert await cache.answer((2, 0, "q"), counter.compute("tenant 2")) == "tenant 2"
+    assert counter.calls == 3
+
+
+async def test_failures_are_not_kept() -> None:
+    cache = AnswerCache(10)
+    counter = Counter()
+    with pytest.raises(ValueError, match="boom"):
+        await cache.answer((1, 0, "q"), counter.compute(ValueError("boom")))
+    assert await cache.answer((1, 0, "q"), counter.compute("fine")) == "fine"
+    assert len(cache) == 1
+
+
+async def test_zero_entries_keeps_nothing() -> None:
+    cache = AnswerCache(0)
+    counter = Counter()
+    for _ in range(3):
+        assert await cache.answer((1, 0, "q"), counter.compute("x")) == "x"
+    assert (counter.calls, len(cache), cache.enabled) == (3, 0, False)
+    with pytest.raises(ValueError):
+        AnswerCache(-1)
