@@ -108,8 +108,9 @@ def settings(settings_factory: Any) -> Settings:
 class GraphQLClient:
     """Talks to the ASGI app over HTTP exactly as a browser or script would."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: httpx.AsyncClient, state: Any = None) -> None:
         self.http = http
+        self.state = state  # the app's AppState, for tests that reach behind the API
 
     async def query(
         self, query: str, variables: dict[str, Any] | None = None, **kwargs: Any
@@ -169,7 +170,7 @@ async def app_client_factory(database_url: str) -> AsyncIterator[Any]:
             transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver"
         )
         clients.append(http)
-        return GraphQLClient(http)
+        return GraphQLClient(http, manager._state.get("powerpulse"))
 
     yield build
     for http in clients:

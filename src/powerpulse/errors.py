@@ -47,5 +47,12 @@ class Unauthenticated(PowerPulseError):
     http_status = 401
 
 
+class ServiceBusy(PowerPulseError):
+    """The server could not take the request on now; the client should retry shortly."""
+
+    code = "SERVICE_UNAVAILABLE"
+    http_status = 503
+
+
 class ConfigurationError(PowerPulseError):
     code = "CONFIGURATION_ERROR"

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from .errors import BadUserInput
+from .errors import BadUserInput, PowerPulseError, ServiceBusy
 from .services.filters import ConversationFilter
 
 EXPORT_TYPES = ("conversations", "messages")
@@ -114,10 +114,12 @@ def parse_filter(request: Request) -> tuple[ConversationFilter, bool]:
     return ConversationFilter(**values), _boolean("excel", excel) if excel else False
 
 
-def _error(exc: BadUserInput) -> Response:
+def _error(exc: PowerPulseError) -> Response:
+    busy = isinstance(exc, ServiceBusy)
     return JSONResponse(
         {"errors": [{"message": exc.message, "extensions": {"code": exc.code}}]},
-        status_code=400,
+        status_code=exc.http_status,
+        headers={"Retry-After": "5"} if busy else None,
     )
 
 
@@ -138,17 +140,26 @@ async def export_csv(request: Request, export_type: str) -> Response:
 
     state: AppState = request.state.powerpulse
     tenant_id = request.state.principal.tenant_id
+    exports = state.services.exports
     try:
         selection, excel = parse_filter(request)
-        await state.services.exports.check(tenant_id, selection)
-    except BadUserInput as exc:
+        await exports.check(tenant_id, selection)
+        if export_type == "messages":
+            rows = exports.messages_csv(tenant_id, selection, excel=excel)
+        else:
+            rows = exports.conversations_csv(tenant_id, selection, excel=excel)
+        # The header comes once the export holds its connections: a busy server still
+        # answers with a status instead of a response cut short.
+        header = await anext(rows)
+    except PowerPulseError as exc:  # a bad filter (400), or no free connection (503)
         return _error(exc)
-    exports = state.services.exports
-    if export_type == "messages":
-        rows = exports.messages_csv(tenant_id, selection, excel=excel)
-    else:
-        rows = exports.conversations_csv(tenant_id, selection, excel=excel)
-    return _csv_response(rows, export_type)
+    return _csv_response(_starting_with(header, rows), export_type)
+
+
+async def _starting_with(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 async def conversations_csv(request: Request) -> Response:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import PayloadTooLarge
+from .errors import PayloadTooLarge, ServiceBusy
 from .ratelimit import RateLimiter, retry_after_seconds
 from .services.tenants import Principal
 
@@ -326,7 +326,7 @@ class AuthenticationMiddleware:
         if key is not None:
             try:
                 principal = await app_state.authenticator.authenticate(key)
-            except (SQLAlchemyError, OSError):
+            except (SQLAlchemyError, OSError, ServiceBusy):
                 logger.exception("authentication could not reach the database")
                 await send_json_error(
                     send,

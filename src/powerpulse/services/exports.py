@@ -108,8 +108,10 @@ class ExportService(ReadService):
     ) -> AsyncIterator[str]:
         criteria = resolve_filter(selection, await self._zone(tenant_id))
         header = [name for name, _ in CONVERSATION_COLUMNS]
-        yield (UTF8_BOM if excel else "") + _render([header])
+        # Connections first: when none is free, the header is not sent and the caller can
+        # still answer with a status (ServiceBusy).
         async with self._database.read() as connection, self._database.read() as lookups:
+            yield (UTF8_BOM if excel else "") + _render([header])
             conversations = ConversationRepository(connection, csi=self._csi)
             async for batch in conversations.stream(tenant_id, criteria):
                 ids = [row["id"] for row in batch]
@@ -128,8 +130,8 @@ class ExportService(ReadService):
     ) -> AsyncIterator[str]:
         criteria = resolve_filter(selection, await self._zone(tenant_id))
         header = [name for name, _ in MESSAGE_COLUMNS]
-        yield (UTF8_BOM if excel else "") + _render([header])
         async with self._database.read() as connection:
+            yield (UTF8_BOM if excel else "") + _render([header])
             chosen = ConversationRepository(connection, csi=self._csi).selection(
                 tenant_id, criteria
             )

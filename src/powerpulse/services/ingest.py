@@ -87,7 +87,7 @@ class IngestService:
         # The next batch is read while the current one is stored.
         pending = asyncio.ensure_future(asyncio.to_thread(reader.next_batch, batch_size))
         try:
-            async with self._database.write() as connection:
+            async with self._database.write(bulk=True) as connection:
                 tenants = TenantRepository(connection)
                 await tenants.lock_for_ingest(tenant_id)
                 jobs = JobRepository(connection)
