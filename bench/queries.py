@@ -122,8 +122,8 @@ async def run(ctx: Context, section: r.Section) -> None:
         "**computed**, with the analytics answer cache off (every request runs its SQL, as "
         "the first request after an upload or an analysis batch does), and **kept**, with "
         "the cache on (the default: while the data is unchanged, an analytics answer costs "
-        "one data-version read). Conversation pages, a conversation and the CSV export are "
-        "never cached: their two columns differ by noise only."
+        "one data-version read). A conversations page keeps its `totalCount` only; a "
+        "conversation and the CSV export are never kept: their two columns differ by noise."
     )
     dataset_rows: list[list[Any]] = []
     export_rows: list[list[Any]] = []

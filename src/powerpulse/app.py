@@ -41,6 +41,7 @@ from .ratelimit import RateLimiter
 from .repositories.tenants import TenantRepository
 from .services.analysis import AnalysisWorker, AnalyzerRegistry, WorkerBusy, build_analyzer
 from .services.analytics import AnalyticsService
+from .services.cache import AnswerCache
 from .services.conversations import ConversationService
 from .services.exports import ExportService
 from .services.ingest import IngestService
@@ -107,9 +108,11 @@ async def open_state(settings: Settings, *, migrate: bool | None = None) -> AppS
         raise
     tenants = TenantDirectory(database, settings)
     worker = AnalysisWorker(database, settings, analyzers, tenants=tenants)
+    # One cache of analytics answers and counts for the process's read services.
+    answers = AnswerCache(settings.analytics_cache_entries)
     services = Services(
-        conversations=ConversationService(database, settings, tenants),
-        analytics=AnalyticsService(database, settings, tenants),
+        conversations=ConversationService(database, settings, tenants, cache=answers),
+        analytics=AnalyticsService(database, settings, tenants, cache=answers),
         ingest=IngestService(
             database,
             settings,

@@ -144,6 +144,24 @@ async def test_an_answer_is_reused_until_an_upload_changes_the_data(
     assert "zara" in [edge["node"]["agent"] for edge in agents["agents"]["edges"]]
 
 
+async def test_a_conversation_count_is_kept_and_follows_uploads(
+    start: Any, lexicon: Settings
+) -> None:
+    page = "query { conversations(first: 2) { totalCount edges { node { chatId } } } }"
+    app = await start(lexicon)
+    await app.upload(SAMPLE)
+    first, computing = await app.counted(page)
+    again, reusing = await app.counted(page)
+    assert again == first
+    assert first["conversations"]["totalCount"] == 7
+    # The page itself is read again; only the count is kept.
+    assert reusing == computing - 1
+    assert not any("count(" in statement.lower() for statement in app.statements)
+    await app.upload(EXTRA)
+    after, _ = await app.counted(page)
+    assert after["conversations"]["totalCount"] == 8
+
+
 async def test_writes_by_another_process_are_seen_at_once(
     start: Any, lexicon: Settings, settings_factory: Any
 ) -> None:
@@ -234,3 +252,46 @@ async def test_zero_entries_keeps_nothing() -> None:
     assert (counter.calls, len(cache), cache.enabled) == (3, 0, False)
     with pytest.raises(ValueError):
         AnswerCache(-1)
+
+
+async def test_one_computation_serves_everyone_asking_meanwhile() -> None:
+    cache = AnswerCache(10)
+    release = asyncio.Event()
+    calls = 0
+
+    async def slow() -> str:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return "answer"
+
+    waiting = [asyncio.create_task(cache.answer((1, 0, "q"), slow)) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    # The first asker goes away: the others still get the answer it started.
+    waiting[0].cancel()
+    release.set()
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert results[1:] == ["answer"] * 4
+    assert calls == 1
+    assert (cache.stats.misses, cache.stats.shared) == (1, 4)
+    assert await cache.answer((1, 0, "q"), slow) == "answer"  # kept
+    assert calls == 1
+
+
+async def test_a_failed_computation_fails_its_waiters_and_is_retried() -> None:
+    cache = AnswerCache(10)
+    release = asyncio.Event()
+
+    async def failing() -> str:
+        await release.wait()
+        raise RuntimeError("database gone")
+
+    waiting = [asyncio.create_task(cache.answer((1, 0, "q"), failing)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    release.set()
+    results = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(result, RuntimeError) for result in results)
+    counter = Counter()
+    assert await cache.answer((1, 0, "q"), counter.compute("back")) == "back"
+    assert counter.calls == 1

@@ -64,7 +64,8 @@ class AnalysisRepository(Repository):
                 (
                     await self.lookup(
                         select(_a.conversation_id).where(
-                            _a.tenant_id == tenant_id, self.among(_a.conversation_id, unknown)
+                            self.owned_by(_a.tenant_id, tenant_id),
+                            self.among(_a.conversation_id, unknown),
                         )
                     )
                 ).scalars()
@@ -72,7 +73,10 @@ class AnalysisRepository(Repository):
         if existing:
             await self.connection.execute(
                 update(analyses)
-                .where(_a.tenant_id == tenant_id, self.among(_a.conversation_id, sorted(existing)))
+                .where(
+                    self.owned_by(_a.tenant_id, tenant_id),
+                    self.among(_a.conversation_id, sorted(existing)),
+                )
                 .values(status=AnalysisStatus.PENDING.value, updated_at=now)
             )
         await self.bulk_insert(
@@ -101,7 +105,8 @@ class AnalysisRepository(Repository):
             return {}
         rows = await self.lookup(
             select(_a.conversation_id, _a.status, _a.fingerprint, _a.content_hash).where(
-                _a.tenant_id == tenant_id, self.among(_a.conversation_id, conversation_ids)
+                self.owned_by(_a.tenant_id, tenant_id),
+                self.among(_a.conversation_id, conversation_ids),
             )
         )
         return {row.conversation_id: row._mapping for row in rows}
@@ -118,7 +123,10 @@ class AnalysisRepository(Repository):
             return
         await self.connection.execute(
             update(analyses)
-            .where(_a.tenant_id == tenant_id, _a.conversation_id.in_(conversation_ids))
+            .where(
+                self.owned_by(_a.tenant_id, tenant_id),
+                self.among(_a.conversation_id, conversation_ids),
+            )
             .values(status=status.value, failure_reason=failure_reason, updated_at=utcnow())
         )
 
@@ -140,7 +148,10 @@ class AnalysisRepository(Repository):
         ids = [row["conversation_id"] for row in rows]
         await self.connection.execute(
             delete(topics).where(
-                and_(topics.c.tenant_id == tenant_id, topics.c.conversation_id.in_(ids))
+                and_(
+                    self.owned_by(topics.c.tenant_id, tenant_id),
+                    self.among(topics.c.conversation_id, ids),
+                )
             )
         )
         if topic_rows:
@@ -164,7 +175,10 @@ class AnalysisRepository(Repository):
             return {}
         rows = await self.connection.execute(
             select(topics.c.conversation_id, topics.c.topic)
-            .where(topics.c.tenant_id == tenant_id, topics.c.conversation_id.in_(conversation_ids))
+            .where(
+                self.owned_by(topics.c.tenant_id, tenant_id),
+                self.among(topics.c.conversation_id, conversation_ids),
+            )
             .order_by(topics.c.conversation_id, topics.c.position)
         )
         found: dict[int, list[str]] = {conversation_id: [] for conversation_id in conversation_ids}

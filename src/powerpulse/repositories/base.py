@@ -97,6 +97,18 @@ class Repository:
             rows = converted
         await driver.executemany(statement, rows)
 
+    @staticmethod
+    def owned_by(column: Any, tenant_id: int) -> ColumnElement[bool]:
+        """The tenant condition of a lookup by ids, kept out of the planner's index choice.
+
+        Given `tenant_id = ? AND conversation_id IN (...)`, SQLite (which keeps no
+        statistics) takes an index that starts with tenant_id for the better one and reads
+        every row of the tenant to find a few: 50 ms per lookup at 100k conversations,
+        growing with the data. `tenant_id + 0` is the same condition, but no index can
+        serve it, so both engines find the rows by their ids and then check the tenant.
+        """
+        return (column + 0) == tenant_id
+
     def among(self, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
         """`column IN values`; on PostgreSQL one array parameter, whatever the length."""
         if self.is_postgres:

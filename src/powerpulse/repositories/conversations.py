@@ -141,7 +141,9 @@ class ConversationRepository(Repository):
         if not conversation_ids:
             return {}
         rows = await self.connection.execute(
-            select(conversations).where(_c.tenant_id == tenant_id, _c.id.in_(conversation_ids))
+            select(conversations).where(
+                self.owned_by(_c.tenant_id, tenant_id), self.among(_c.id, conversation_ids)
+            )
         )
         return {row["id"]: row for row in rows.mappings()}
 
@@ -153,8 +155,8 @@ class ConversationRepository(Repository):
         rows = await self.connection.execute(
             select(conversation_agents.c.conversation_id, conversation_agents.c.agent)
             .where(
-                conversation_agents.c.tenant_id == tenant_id,
-                conversation_agents.c.conversation_id.in_(conversation_ids),
+                self.owned_by(conversation_agents.c.tenant_id, tenant_id),
+                self.among(conversation_agents.c.conversation_id, conversation_ids),
             )
             .order_by(conversation_agents.c.conversation_id, conversation_agents.c.agent)
         )
@@ -266,8 +268,8 @@ class ConversationRepository(Repository):
                 await self.connection.execute(
                     delete(table).where(
                         and_(
-                            table.c.tenant_id == tenant_id,
-                            table.c.conversation_id.in_(conversation_ids),
+                            self.owned_by(table.c.tenant_id, tenant_id),
+                            self.among(table.c.conversation_id, conversation_ids),
                         )
                     )
                 )

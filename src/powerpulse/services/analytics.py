@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
-from ..db import Database
 from ..errors import BadUserInput
 from ..repositories.analytics import (
     ACTIVITY_SLOT_SECONDS,
@@ -21,12 +20,8 @@ from ..repositories.analytics import (
     MetricTotals,
     TopicTotals,
 )
-from ..repositories.tenants import TenantRepository
-from ..settings import Settings
 from .base import ReadService
-from .cache import AnswerCache
 from .filters import ConversationFilter, local_midnight, resolve_filter
-from .tenants import TenantDirectory
 
 T = TypeVar("T")
 MAX_BUCKETS = 2000
@@ -109,17 +104,6 @@ def _bucket_label(low: float, high: float | None) -> str:
 class AnalyticsService(ReadService):
     """Every answer is kept until the tenant's data changes (see services/cache.py)."""
 
-    def __init__(
-        self,
-        database: Database,
-        settings: Settings,
-        tenants: TenantDirectory | None = None,
-        *,
-        cache: AnswerCache | None = None,
-    ) -> None:
-        super().__init__(database, settings, tenants)
-        self._cache = cache if cache is not None else AnswerCache(settings.analytics_cache_entries)
-
     def _repository(self, connection: Any) -> AnalyticsRepository:
         return AnalyticsRepository(connection, csi=self._csi)
 
@@ -129,17 +113,12 @@ class AnalyticsService(ReadService):
         question: Hashable,
         compute: Callable[[AnalyticsRepository], Awaitable[T]],
     ) -> T:
-        """Compute an answer in one read transaction, or reuse it if the data is unchanged."""
-        async with self._database.read() as connection:
-            version = (
-                await TenantRepository(connection).data_version(tenant_id)
-                if self._cache.enabled
-                else 0
-            )
-            repository = self._repository(connection)
-            return await self._cache.answer(
-                (tenant_id, version, question), lambda: compute(repository)
-            )
+        """An analytics answer: computed in one read transaction, or kept (ReadService)."""
+
+        async def with_repository(connection: Any) -> T:
+            return await compute(self._repository(connection))
+
+        return await self._kept(tenant_id, question, with_repository)
 
     async def metrics(self, tenant_id: int, selection: ConversationFilter | None) -> MetricTotals:
         criteria = resolve_filter(selection, await self._zone(tenant_id))

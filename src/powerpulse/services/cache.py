@@ -6,10 +6,16 @@ those transactions raises the tenant's `data_version` as its last statement, and
 answer is kept under the version it was computed at: a changed tenant simply finds no
 answer under its new version, in this process or in any other reading the same database.
 Old versions age out, least recently used first.
+
+Requests asking the same question at the same version while it is being computed wait for
+that one computation instead of starting their own: after a write, twenty dashboards
+refreshing at once cost one query, not twenty. The computation runs as its own task, so a
+waiting request that is cancelled (a client gone, a timeout) stops no one else's answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
@@ -22,6 +28,7 @@ T = TypeVar("T")
 class CacheStats:
     hits: int = 0
     misses: int = 0
+    shared: int = 0  # waited for a computation another request had started
 
 
 class AnswerCache:
@@ -35,6 +42,7 @@ class AnswerCache:
             raise ValueError("entries must be zero (off) or more")
         self._entries = entries
         self._answers: OrderedDict[Hashable, Any] = OrderedDict()
+        self._computing: dict[Hashable, asyncio.Future[Any]] = {}
         self.stats = CacheStats()
 
     @property
@@ -49,17 +57,33 @@ class AnswerCache:
         key: tuple[int, int, Hashable],
         compute: Callable[[], Awaitable[T]],
     ) -> T:
-        """The answer kept under `key` (tenant, version, question), else computed and kept."""
+        """The answer kept under `key` (tenant, version, question), else computed and kept.
+
+        `compute` must not use anything the calling request owns (its connection): it may
+        finish after that request has gone, for others waiting on the same answer.
+        """
         if not self.enabled:
             return await compute()
         if key in self._answers:
             self._answers.move_to_end(key)
             self.stats.hits += 1
             return self._answers[key]  # type: ignore[no-any-return]
-        self.stats.misses += 1
-        value = await compute()
-        self._answers[key] = value
+        running = self._computing.get(key)
+        if running is None:
+            self.stats.misses += 1
+            running = asyncio.ensure_future(compute())
+            self._computing[key] = running
+            running.add_done_callback(lambda done: self._settle(key, done))
+        else:
+            self.stats.shared += 1
+        return await asyncio.shield(running)  # type: ignore[no-any-return]
+
+    def _settle(self, key: Hashable, done: asyncio.Future[Any]) -> None:
+        """Keep a finished computation's answer; a failure is not kept (nor left unread)."""
+        self._computing.pop(key, None)
+        if done.cancelled() or done.exception() is not None:
+            return
+        self._answers[key] = done.result()
         self._answers.move_to_end(key)
         while len(self._answers) > self._entries:
             self._answers.popitem(last=False)
-        return value

@@ -59,9 +59,13 @@ class ConversationService(ReadService):
         return Page(rows, [ordering.cursor_for(row) for row in rows], has_next)
 
     async def count(self, tenant_id: int, selection: ConversationFilter | None) -> int:
+        """How many conversations the filter selects (kept while the data is unchanged)."""
         criteria = resolve_filter(selection, await self._zone(tenant_id))
-        async with self._database.read() as connection:
+
+        async def count(connection: Any) -> int:
             return await self._conversations(connection).count(tenant_id, criteria)
+
+        return await self._kept(tenant_id, ("conversation_count", criteria), count)
 
     async def get(self, tenant_id: int, chat_id: str) -> Mapping[str, Any] | None:
         # Chat ids were stored cleaned (no NUL, no unpaired surrogates, which the drivers
