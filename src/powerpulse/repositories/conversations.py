@@ -87,6 +87,8 @@ def _orderings(csi: dict[str, Any]) -> dict[ConversationOrder, Ordering]:
     }
 
 
+# A reply row after its conversation id, in the field order of ReplyEventFacts.
+REPLY_EVENT_COLUMNS = ("agent", "waiting_since", "replied_at", "response_minutes")
 MEASUREMENT_COLUMNS = (
     "platform",
     "message_count",
@@ -279,13 +281,7 @@ class ConversationRepository(Repository):
             ("tenant_id", *agent_columns),
             [(tenant_id, *row) for row in agent_rows],
         )
-        reply_columns = (
-            "conversation_id",
-            "agent",
-            "waiting_since",
-            "replied_at",
-            "response_minutes",
-        )
+        reply_columns = ("conversation_id", *REPLY_EVENT_COLUMNS)
         await self.bulk_insert(
             reply_events,
             ("tenant_id", *reply_columns),
