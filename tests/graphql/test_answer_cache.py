@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from chat_exports import SAMPLE, agent, customer, export
 from sqlalchemy import event
 
-from powerpulse.app import create_app
 from powerpulse.services.cache import AnswerCache
 from powerpulse.settings import Settings
 
@@ -29,7 +25,6 @@ METRICS = (
 )
 AGENTS = "query { agents(first: 10) { totalCount edges { node { agent conversations } } } }"
 JOB = "query($id: ID!) { job(id: $id) { status finishedAt } }"
-UPLOAD = "mutation($f: Upload!) { uploadChats(file: $f) { messagesStored job { id } } }"
 EXTRA = export(
     {
         "hotel": [
@@ -43,9 +38,9 @@ EXTRA = export(
 class App:
     """One running app (one process's view) with a statement counter on its engine."""
 
-    def __init__(self, manager: LifespanManager, http: httpx.AsyncClient) -> None:
-        self.http = http
-        self.state = manager._state["powerpulse"]
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.state = client.state
         self.statements: list[str] = []
         engine = self.state.database.engine.sync_engine
         event.listen(engine, "before_cursor_execute", self._count)
@@ -54,11 +49,7 @@ class App:
         self.statements.append(statement)
 
     async def data(self, query: str, variables: dict[str, Any] | None = None) -> Any:
-        response = await self.http.post("/graphql", json={"query": query, "variables": variables})
-        assert response.status_code == 200, response.text
-        body = response.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]
+        return await self.client.data(query, variables)
 
     async def counted(self, query: str, variables: dict[str, Any] | None = None) -> Any:
         """The answer and the number of SQL statements the request issued."""
@@ -67,17 +58,11 @@ class App:
         return answer, len(self.statements)
 
     async def upload(self, content: bytes) -> dict[str, Any]:
-        response = await self.http.post(
-            "/graphql",
-            data={
-                "operations": f'{{"query": "{UPLOAD}", "variables": {{"f": null}}}}',
-                "map": '{"0": ["variables.f"]}',
-            },
-            files={"0": ("export.json", content, "application/json")},
-            headers={"GraphQL-Require-Preflight": "1"},
-        )
+        response = await self.client.upload(content, selection="messagesStored job { id }")
         assert response.status_code == 200, response.text
-        return response.json()["data"]["uploadChats"]  # type: ignore[no-any-return]
+        body = response.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]["uploadChats"]  # type: ignore[no-any-return]
 
     async def wait_for_job(self, job_id: str, within: float = 30.0) -> None:
         deadline = time.monotonic() + within
@@ -87,26 +72,13 @@ class App:
 
 
 @pytest.fixture
-async def start(database_url: str) -> AsyncIterator[Any]:
-    """Starts apps on the test's database; they stop before it is dropped."""
-    managers: list[LifespanManager] = []
-    clients: list[httpx.AsyncClient] = []
+def start(app_client_factory: Any) -> Any:
+    """Starts apps on the test's database (the shared factory stops them in time)."""
 
     async def build(settings: Settings, *, run_worker: bool = False) -> App:
-        manager = LifespanManager(create_app(settings, run_worker=run_worker, migrate=True))
-        await manager.__aenter__()
-        managers.append(manager)
-        http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://testserver"
-        )
-        clients.append(http)
-        return App(manager, http)
+        return App(await app_client_factory(settings, run_worker=run_worker))
 
-    yield build
-    for http in clients:
-        await http.aclose()
-    for manager in reversed(managers):
-        await manager.__aexit__(None, None, None)
+    return build
 
 
 @pytest.fixture
