@@ -41,9 +41,11 @@ from .ratelimit import RateLimiter
 from .repositories.tenants import TenantRepository
 from .services.analysis import AnalysisWorker, AnalyzerRegistry, WorkerBusy, build_analyzer
 from .services.analytics import AnalyticsService
+from .services.base import csi_parameters
 from .services.cache import AnswerCache
 from .services.conversations import ConversationService
 from .services.exports import ExportService
+from .services.facts import FactStore
 from .services.ingest import IngestService
 from .services.jobs import JobService
 from .services.tenants import Authenticator, Principal, TenantDirectory
@@ -65,6 +67,7 @@ class AppState:
     analyzers: AnalyzerRegistry
     worker: AnalysisWorker
     services: Services
+    facts: FactStore
     default_tenant_id: int
     authenticator: Authenticator
 
@@ -108,11 +111,15 @@ async def open_state(settings: Settings, *, migrate: bool | None = None) -> AppS
         raise
     tenants = TenantDirectory(database, settings)
     worker = AnalysisWorker(database, settings, analyzers, tenants=tenants)
-    # One cache of analytics answers and counts for the process's read services.
+    # One cache of analytics answers and counts, and one store of the tenants' conversation
+    # facts, for the process's read services.
     answers = AnswerCache(settings.analytics_cache_entries)
+    facts = FactStore(
+        database, csi_parameters(settings), memory_bytes=settings.analytics_memory_mib << 20
+    )
     services = Services(
-        conversations=ConversationService(database, settings, tenants, cache=answers),
-        analytics=AnalyticsService(database, settings, tenants, cache=answers),
+        conversations=ConversationService(database, settings, tenants, cache=answers, facts=facts),
+        analytics=AnalyticsService(database, settings, tenants, cache=answers, facts=facts),
         ingest=IngestService(
             database,
             settings,
@@ -125,7 +132,14 @@ async def open_state(settings: Settings, *, migrate: bool | None = None) -> AppS
         tenants=tenants,
     )
     return AppState(
-        settings, database, analyzers, worker, services, tenant_id, Authenticator(database)
+        settings,
+        database,
+        analyzers,
+        worker,
+        services,
+        facts,
+        tenant_id,
+        Authenticator(database),
     )
 
 

@@ -80,6 +80,18 @@ def _conversation_column() -> Any:
     )
 
 
+def _changed_in_column() -> Any:
+    return Field(
+        default=0,
+        sa_column=Column(
+            BigInteger,
+            nullable=False,
+            server_default="0",
+            comment="The tenant data_version of the write that last changed this row",
+        ),
+    )
+
+
 def _timestamp(nullable: bool = False) -> Any:
     return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable))
 
@@ -137,6 +149,7 @@ class Conversation(SQLModel, table=True):
         UniqueConstraint("tenant_id", "chat_id", name="uq_conversations_tenant_chat"),
         Index("ix_conversations_tenant_last", "tenant_id", "last_message_at", "id"),
         Index("ix_conversations_tenant_first", "tenant_id", "first_message_at", "id"),
+        Index("ix_conversations_tenant_version", "tenant_id", "data_version"),
     )
 
     id: int | None = _id_column()
@@ -158,6 +171,7 @@ class Conversation(SQLModel, table=True):
     updated_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )
+    data_version: int = _changed_in_column()
 
 
 class Message(SQLModel, table=True):
@@ -240,7 +254,10 @@ class ConversationAnalysis(SQLModel, table=True):
     """The current judgement of a conversation and the input it was made from."""
 
     __tablename__ = "conversation_analyses"
-    __table_args__ = (Index("ix_conversation_analyses_tenant_status", "tenant_id", "status"),)
+    __table_args__ = (
+        Index("ix_conversation_analyses_tenant_status", "tenant_id", "status"),
+        Index("ix_conversation_analyses_tenant_version", "tenant_id", "data_version"),
+    )
 
     conversation_id: int = Field(
         sa_column=Column(
@@ -273,6 +290,7 @@ class ConversationAnalysis(SQLModel, table=True):
     updated_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
     )
+    data_version: int = _changed_in_column()
 
 
 class ConversationTopic(SQLModel, table=True):

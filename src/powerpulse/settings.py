@@ -87,6 +87,14 @@ class Settings(BaseSettings):
             "Analytics answers kept per process until the tenant's data changes (0: off)."
         ),
     )
+    analytics_memory_mib: int = Field(
+        default=1024,
+        gt=0,
+        description=(
+            "Memory per process for tenants' conversation facts in analytics columns (about "
+            "200 bytes a conversation); the least recently asked tenants are dropped beyond."
+        ),
+    )
     max_page_size: int = Field(default=100, gt=0, description="Largest allowed `first`.")
     db_pool_size: int = Field(default=10, gt=0, description="Database connection pool size.")
     db_max_overflow: int = Field(default=10, ge=0, description="Connections beyond the pool.")

@@ -24,9 +24,10 @@ from powerpulse.models import (
     Message,
     ReplyEvent,
 )
-from powerpulse.repositories.analytics import AnalyticsRepository
 from powerpulse.repositories.conversations import ConversationRepository
 from powerpulse.repositories.tenants import TenantRepository
+from powerpulse.services.analytics import AnalyticsService
+from powerpulse.services.conversations import ConversationService
 from powerpulse.services.filters import ConversationFilter, ConversationOrder, resolve_filter
 from powerpulse.services.ingest import IngestService, UploadReport
 from powerpulse.settings import Settings
@@ -141,15 +142,14 @@ class Env:
             return [float(value) for (value,) in rows]
 
     async def totals(self, selection: ConversationFilter | None = None) -> Any:
-        criteria = resolve_filter(selection, self.settings.zone)
-        async with self.database.read() as connection:
-            found = await AnalyticsRepository(connection).totals(self.tenant_id, criteria)
-            return found[None]
+        return await AnalyticsService(self.database, self.settings).metrics(
+            self.tenant_id, selection
+        )
 
     async def count(self, selection: ConversationFilter | None = None) -> int:
-        criteria = resolve_filter(selection, self.settings.zone)
-        async with self.database.read() as connection:
-            return await ConversationRepository(connection).count(self.tenant_id, criteria)
+        return await ConversationService(self.database, self.settings).count(
+            self.tenant_id, selection
+        )
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import strawberry
 
 from ..errors import BadUserInput
 from ..metric_definitions import MetricDefinition as MetricDefinitionModel
-from ..repositories.analytics import AgentTotals
+from ..services.aggregates import AgentTotals
 from ..services.analytics import AgentOrder as AgentOrderModel
 from ..services.analytics import FirstResponseBucket as FirstResponseBucketModel
 from ..services.analytics import HeatmapCell as HeatmapCellModel

@@ -13,7 +13,7 @@ from ..analysis.schema import SentimentLabel as SentimentLabelModel
 from ..models import AnalysisStatus as AnalysisStatusModel
 from ..models import JobStatus as JobStatusModel
 from ..models import SenderKind as SenderKindModel
-from ..repositories.analytics import MetricTotals
+from ..services.aggregates import MetricTotals
 from ..services.analytics import check_limit, percentage, previous_period
 from ..services.conversations import Page
 from ..services.filters import ConversationFilter as ConversationFilterModel

@@ -48,6 +48,7 @@ class AnalysisRepository(Repository):
         conversation_ids: Sequence[int],
         *,
         created: Collection[int] = (),
+        version: int,
     ) -> None:
         """New or changed conversations wait for analysis; an older judgement is kept.
 
@@ -77,7 +78,7 @@ class AnalysisRepository(Repository):
                     self.owned_by(_a.tenant_id, tenant_id),
                     self.among(_a.conversation_id, sorted(existing)),
                 )
-                .values(status=AnalysisStatus.PENDING.value, updated_at=now)
+                .values(status=AnalysisStatus.PENDING.value, updated_at=now, data_version=version)
             )
         await self.bulk_insert(
             analyses,
@@ -89,9 +90,10 @@ class AnalysisRepository(Repository):
                 "output_tokens",
                 "cost_usd",
                 "updated_at",
+                "data_version",
             ),
             [
-                (conversation_id, tenant_id, AnalysisStatus.PENDING.value, 0, 0, 0.0, now)
+                (conversation_id, tenant_id, AnalysisStatus.PENDING.value, 0, 0, 0.0, now, version)
                 for conversation_id in conversation_ids
                 if conversation_id not in existing
             ],
@@ -118,6 +120,7 @@ class AnalysisRepository(Repository):
         status: AnalysisStatus,
         *,
         failure_reason: str | None = None,
+        version: int,
     ) -> None:
         if not conversation_ids:
             return
@@ -127,7 +130,12 @@ class AnalysisRepository(Repository):
                 self.owned_by(_a.tenant_id, tenant_id),
                 self.among(_a.conversation_id, conversation_ids),
             )
-            .values(status=status.value, failure_reason=failure_reason, updated_at=utcnow())
+            .values(
+                status=status.value,
+                failure_reason=failure_reason,
+                updated_at=utcnow(),
+                data_version=version,
+            )
         )
 
     async def store(
@@ -135,15 +143,17 @@ class AnalysisRepository(Repository):
         tenant_id: int,
         rows: Sequence[dict[str, Any]],
         topic_rows: Sequence[tuple[int, str, int]],
+        *,
+        version: int,
     ) -> None:
         """Write finished analyses (rows carry conversation_id and RESULT_COLUMNS)."""
         if not rows:
             return
         await self.upsert(
             analyses,
-            [{**row, "tenant_id": tenant_id} for row in rows],
+            [{**row, "tenant_id": tenant_id, "data_version": version} for row in rows],
             key=("conversation_id",),
-            update=RESULT_COLUMNS,
+            update=(*RESULT_COLUMNS, "data_version"),
         )
         ids = [row["conversation_id"] for row in rows]
         await self.connection.execute(

@@ -3,41 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
     ColumnElement,
-    Select,
     any_,
     bindparam,
-    case,
-    func,
-    literal_column,
-    select,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..models import UTCDateTime
-
-
-@dataclass(frozen=True, slots=True)
-class Fraction:
-    """A percentile rank as an exact fraction, so rank arithmetic in SQL stays integral."""
-
-    numerator: int
-    denominator: int
-
-    @property
-    def value(self) -> float:
-        return self.numerator / self.denominator
-
-
-MEDIAN = Fraction(1, 2)
-P90 = Fraction(9, 10)
 
 
 def _sqlite_timestamp(value: datetime | None) -> str | None:
@@ -161,71 +139,3 @@ class Repository:
         else:
             statement = statement.on_conflict_do_nothing(index_elements=list(key))
         await self.connection.execute(statement, list(rows))
-
-    async def percentiles(
-        self, values: Select[Any], ranks: Sequence[Fraction], *, grouped: bool = False
-    ) -> dict[Any, list[float | None]]:
-        """Continuous percentiles (linear between closest ranks, as percentile_cont) in SQL.
-
-        `values` selects one numeric column, or (group key, number) when `grouped`; nulls
-        are ignored. Returns the percentiles per group key (the key None when not grouped).
-        """
-        source = values.subquery("percentile_source")
-        group = source.c[0] if grouped else None
-        column = source.c[1] if grouped else source.c[0]
-        keys = [group] if group is not None else []
-        if self.is_postgres:
-            statement = (
-                select(
-                    *keys,
-                    *(func.percentile_cont(rank.value).within_group(column) for rank in ranks),
-                )
-                .where(column.is_not(None))
-                .group_by(*keys)
-            )
-            found: dict[Any, list[float | None]] = {}
-            for row in await self.connection.execute(statement):
-                key = row[0] if grouped else None
-                values_found = row[1:] if grouped else row
-                found[key] = [None if value is None else float(value) for value in values_found]
-            return found
-        partition = {"partition_by": group} if group is not None else {}
-        ranked = (
-            select(
-                *([group.label("g")] if group is not None else []),
-                column.label("v"),
-                (func.row_number().over(order_by=column, **partition) - 1).label("i"),
-                func.count().over(**partition).label("n"),
-            )
-            .where(column.is_not(None))
-            .subquery("ranked")
-        )
-        picks: list[Any] = []
-        for rank in ranks:
-            low_index = (ranked.c.n - 1) * rank.numerator // rank.denominator
-            picks.append(func.max(_value_at(ranked, low_index)))
-            picks.append(func.max(_value_at(ranked, low_index + 1)))
-        group_keys = [ranked.c.g] if group is not None else []
-        statement = select(*group_keys, func.max(ranked.c.n), *picks).group_by(*group_keys)
-        found = {}
-        for row in await self.connection.execute(statement):
-            key = row[0] if grouped else None
-            rest = row[1:] if grouped else row
-            count = rest[0]
-            if not count:
-                continue
-            results: list[float | None] = []
-            for position, rank in enumerate(ranks):
-                low, high = rest[1 + 2 * position], rest[2 + 2 * position]
-                exact = (count - 1) * rank.numerator / rank.denominator
-                fraction = exact - int(exact)
-                if high is None or fraction == 0:
-                    results.append(float(low))
-                else:
-                    results.append(float(low) + fraction * (float(high) - float(low)))
-            found[key] = results
-        return found
-
-
-def _value_at(ranked: Any, index: Any) -> Any:
-    return case((ranked.c.i == index, ranked.c.v), else_=literal_column("NULL"))

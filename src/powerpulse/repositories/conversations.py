@@ -204,11 +204,6 @@ class ConversationRepository(Repository):
         async for partition in result.mappings().partitions(batch_size):
             yield list(partition)
 
-    async def count(self, tenant_id: int, criteria: ConversationCriteria) -> int:
-        selection = self.selection(tenant_id, criteria)
-        statement = select(func.count()).select_from(SOURCE).where(*selection.conditions)
-        return int((await self.connection.execute(statement)).scalar_one())
-
     # -- ingest ----------------------------------------------------------------------
     async def ids_by_chat_id(self, tenant_id: int, chat_ids: Iterable[str]) -> dict[str, int]:
         wanted = list(chat_ids)
@@ -221,19 +216,23 @@ class ConversationRepository(Repository):
         )
         return {chat_id: conversation_id for chat_id, conversation_id in rows}
 
-    async def insert_many(self, tenant_id: int, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
-        """Insert new conversations; returns their ids by chat id."""
+    async def insert_many(
+        self, tenant_id: int, rows: Sequence[dict[str, Any]], *, version: int
+    ) -> dict[str, int]:
+        """Insert new conversations, stamped with `version`; returns their ids by chat id."""
         if not rows:
             return {}
         columns = ("chat_id", *MEASUREMENT_COLUMNS)
         await self.bulk_insert(
             conversations,
-            ("tenant_id", *columns),
-            [(tenant_id, *(row[column] for column in columns)) for row in rows],
+            ("tenant_id", "data_version", *columns),
+            [(tenant_id, version, *(row[column] for column in columns)) for row in rows],
         )
         return await self.ids_by_chat_id(tenant_id, [row["chat_id"] for row in rows])
 
-    async def update_measurements(self, tenant_id: int, rows: Sequence[dict[str, Any]]) -> None:
+    async def update_measurements(
+        self, tenant_id: int, rows: Sequence[dict[str, Any]], *, version: int
+    ) -> None:
         """Overwrite the stored measurements of existing conversations (rows carry `id`)."""
         if not rows:
             return
@@ -245,6 +244,7 @@ class ConversationRepository(Repository):
                     **{column: bindparam(column) for column in MEASUREMENT_COLUMNS},
                     # The first platform seen for a chat stays its platform.
                     "platform": func.coalesce(_c.platform, bindparam("platform")),
+                    "data_version": version,
                 }
             )
         )

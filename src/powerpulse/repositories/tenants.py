@@ -50,18 +50,21 @@ class TenantRepository(Repository):
         ).scalar()
         return int(version or 0)
 
-    async def bump_data_version(self, tenant_id: int) -> None:
-        """Mark the tenant's analytics as changed by this transaction.
+    async def begin_change(self, tenant_id: int) -> int:
+        """Raise the tenant's data version for this transaction and return the new one.
 
-        Call it as the transaction's last statement: on PostgreSQL it holds the tenant
-        row's lock until commit, and a transaction that waited on it while holding other
-        locks could deadlock with one that holds those.
+        Call it first in a write transaction: the rows the transaction changes are stamped
+        with the returned version. On PostgreSQL it holds the tenant row's lock until
+        commit, so the tenant's writes commit in version order and a reader that sees
+        version V sees every row stamped V or lower. Taken first, before any other row
+        lock, it cannot close a lock cycle with another writer.
         """
         await self.connection.execute(
             update(tenants)
             .where(tenants.c.id == tenant_id)
             .values(data_version=tenants.c.data_version + 1)
         )
+        return await self.data_version(tenant_id)
 
     async def get(self, tenant_id: int) -> Mapping[str, Any] | None:
         return (

@@ -244,11 +244,12 @@ class AnalysisService:
                 outcomes = dict(zip(ids, results, strict=True))
 
         async with self._database.write() as connection:
+            # First: the analysis rows written below carry this version.
+            version = await TenantRepository(connection).begin_change(tenant_id)
             jobs = JobRepository(connection)
             analyses = AnalysisRepository(connection)
             if unavailable is not None:
-                await self._stop_jobs(tenant_id, tasks, unavailable, jobs, analyses)
-                await TenantRepository(connection).bump_data_version(tenant_id)
+                await self._stop_jobs(tenant_id, tasks, unavailable, jobs, analyses, version)
                 return
             owned = await jobs.complete(worker=self.worker_id, task_ids=[t.id for t in tasks])
             mine = [task for task in tasks if task.id in owned]
@@ -261,6 +262,7 @@ class AnalysisService:
             conversations_done = {task.conversation_id for task in mine}
             await self._store(
                 tenant_id,
+                version,
                 fingerprint,
                 conversations_done,
                 conversations,
@@ -287,12 +289,11 @@ class AnalysisService:
                     job.cached += 1
             for job_id, job_progress in sorted(progress.items()):
                 await jobs.add_progress(tenant_id, job_id, job_progress)
-            # Last: cached analytics answers of this tenant are now out of date.
-            await TenantRepository(connection).bump_data_version(tenant_id)
 
     async def _store(
         self,
         tenant_id: int,
+        version: int,
         fingerprint: AnalyzerFingerprint,
         conversation_ids: set[int],
         conversations: dict[int, Any],
@@ -348,11 +349,17 @@ class AnalysisService:
                 (conversation_id, topic, position)
                 for position, topic in enumerate(judgement.topics)
             )
-        await analyses.store(tenant_id, rows, topic_rows)
-        await analyses.set_status(tenant_id, sorted(conversation_ids & cached), AnalysisStatus.DONE)
+        await analyses.store(tenant_id, rows, topic_rows, version=version)
+        await analyses.set_status(
+            tenant_id, sorted(conversation_ids & cached), AnalysisStatus.DONE, version=version
+        )
         for reason, failed_ids in failures.items():
             await analyses.set_status(
-                tenant_id, failed_ids, AnalysisStatus.FAILED, failure_reason=reason[:1000]
+                tenant_id,
+                failed_ids,
+                AnalysisStatus.FAILED,
+                failure_reason=reason[:1000],
+                version=version,
             )
 
     async def _stop_jobs(
@@ -362,11 +369,16 @@ class AnalysisService:
         reason: str,
         jobs: JobRepository,
         analyses: AnalysisRepository,
+        version: int,
     ) -> None:
         for job_id in sorted({task.job_id for task in tasks}):
             abandoned = await jobs.fail(tenant_id, job_id, reason)
             await analyses.set_status(
-                tenant_id, sorted(set(abandoned)), AnalysisStatus.FAILED, failure_reason=reason
+                tenant_id,
+                sorted(set(abandoned)),
+                AnalysisStatus.FAILED,
+                failure_reason=reason,
+                version=version,
             )
 
 

@@ -1,29 +1,24 @@
 """Analytics for a support lead: totals, trends, period comparison, agents, topics, activity.
 
 Time is bucketed in the configured timezone: bucket boundaries are computed here as exact
-UTC instants (daylight saving included) and the database groups by them.
+UTC instants (daylight saving included) and conversations are grouped by them.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from ..errors import BadUserInput
-from ..repositories.analytics import (
-    ACTIVITY_SLOT_SECONDS,
-    AgentTotals,
-    AnalyticsRepository,
-    MetricTotals,
-    TopicTotals,
-)
+from ..repositories.analytics import ACTIVITY_SLOT_SECONDS, AnalyticsRepository
+from . import aggregates
+from .aggregates import AgentTotals, MetricTotals, TopicTotals
 from .base import ReadService
 from .filters import ConversationFilter, local_midnight, resolve_filter
 
-T = TypeVar("T")
 MAX_BUCKETS = 2000
 MAX_TOPICS = 100
 # First response buckets: [0, 5) [5, 15) [15, 60) [60, 240) [240, 1440) [1440, inf) minutes.
@@ -102,32 +97,17 @@ def _bucket_label(low: float, high: float | None) -> str:
 
 
 class AnalyticsService(ReadService):
-    """Every answer is kept until the tenant's data changes (see services/cache.py)."""
-
-    def _repository(self, connection: Any) -> AnalyticsRepository:
-        return AnalyticsRepository(connection, csi=self._csi)
-
-    async def _answer(
-        self,
-        tenant_id: int,
-        question: Hashable,
-        compute: Callable[[AnalyticsRepository], Awaitable[T]],
-    ) -> T:
-        """An analytics answer: computed in one read transaction, or kept (ReadService)."""
-
-        async def with_repository(connection: Any) -> T:
-            return await compute(self._repository(connection))
-
-        return await self._kept(tenant_id, question, with_repository)
+    """Every answer is computed from the tenant's facts in memory (services/facts.py) and
+    kept until the tenant's data changes (services/cache.py)."""
 
     async def metrics(self, tenant_id: int, selection: ConversationFilter | None) -> MetricTotals:
         criteria = resolve_filter(selection, await self._zone(tenant_id))
 
-        async def compute(repository: AnalyticsRepository) -> MetricTotals:
-            found = await repository.totals(tenant_id, criteria)
-            return found.get(None, MetricTotals())
+        async def compute(version: int) -> MetricTotals:
+            facts, mask = await self._selected(tenant_id, version, criteria)
+            return aggregates.totals(facts, aggregates.groups_of(mask), 1)[0]
 
-        return await self._answer(tenant_id, ("metrics", criteria), compute)
+        return await self._kept(tenant_id, ("metrics", criteria), compute)
 
     async def top_topics(
         self, tenant_id: int, selection: ConversationFilter | None, *, limit: int
@@ -135,11 +115,11 @@ class AnalyticsService(ReadService):
         check_limit(limit)
         criteria = resolve_filter(selection, await self._zone(tenant_id))
 
-        async def compute(repository: AnalyticsRepository) -> list[tuple[str, int]]:
-            found = await repository.top_topics(tenant_id, criteria, limit=limit)
-            return found.get(None, [])
+        async def compute(version: int) -> list[tuple[str, int]]:
+            facts, mask = await self._selected(tenant_id, version, criteria)
+            return aggregates.top_topics(facts, aggregates.groups_of(mask), 1, limit=limit)[0]
 
-        return await self._answer(tenant_id, ("top_topics", criteria, limit), compute)
+        return await self._kept(tenant_id, ("top_topics", criteria, limit), compute)
 
     # -- trends -----------------------------------------------------------------------
     async def timeseries(
@@ -149,8 +129,9 @@ class AnalyticsService(ReadService):
         zone = await self._zone(tenant_id)
         criteria = resolve_filter(selection, zone)
 
-        async def compute(repository: AnalyticsRepository) -> list[TimeBucket]:
-            first_day, last_day = await self._date_range(repository, tenant_id, selection)
+        async def compute(version: int) -> list[TimeBucket]:
+            facts, mask = await self._selected(tenant_id, version, criteria)
+            first_day, last_day = _date_range(facts, mask, selection, zone)
             if first_day is None or last_day is None:
                 return []
             boundaries = _boundaries(first_day, last_day, interval, zone)
@@ -159,49 +140,22 @@ class AnalyticsService(ReadService):
                     f"that range holds more than {MAX_BUCKETS} {interval.value.lower()} "
                     "buckets; narrow the dates or choose a longer interval"
                 )
-            bounded = replace(
-                criteria,
-                first_message_from=max(boundaries[0], criteria.first_message_from or boundaries[0]),
-                first_message_before=min(
-                    boundaries[-1], criteria.first_message_before or boundaries[-1]
-                ),
-            )
-            totals = await repository.totals(tenant_id, bounded, buckets=boundaries)
-            topics = await repository.top_topics(
-                tenant_id, bounded, limit=MAX_TOPICS, buckets=boundaries
-            )
+            count = len(boundaries) - 1
+            groups = aggregates.bucket_groups(facts, mask, boundaries)
+            totals = aggregates.totals(facts, groups, count)
+            topics = aggregates.top_topics(facts, groups, count, limit=MAX_TOPICS)
             return [
                 TimeBucket(
                     start=boundaries[index].astimezone(zone),
-                    totals=totals.get(index, MetricTotals()),
-                    top_topics=topics.get(index, []),
+                    totals=totals[index],
+                    top_topics=topics[index],
                 )
-                for index in range(len(boundaries) - 1)
+                for index in range(count)
             ]
 
         # The filter's dates (not only the resolved instants) decide the buckets.
         question = ("timeseries", criteria, selection, interval, str(zone))
-        return await self._answer(tenant_id, question, compute)
-
-    async def _date_range(
-        self,
-        repository: AnalyticsRepository,
-        tenant_id: int,
-        selection: ConversationFilter | None,
-    ) -> tuple[date | None, date | None]:
-        start = selection.start_date if selection else None
-        end = selection.end_date if selection else None
-        if start is not None and end is not None:
-            return start, end
-        criteria = resolve_filter(selection, await self._zone(tenant_id))
-        earliest, latest = await repository.first_message_range(tenant_id, criteria)
-        zone = await self._zone(tenant_id)
-        if earliest is None or latest is None:
-            return start, end
-        return (
-            start or earliest.astimezone(zone).date(),
-            end or latest.astimezone(zone).date(),
-        )
+        return await self._kept(tenant_id, question, compute)
 
     async def activity_heatmap(
         self, tenant_id: int, selection: ConversationFilter | None
@@ -210,8 +164,12 @@ class AnalyticsService(ReadService):
         zone = await self._zone(tenant_id)
         criteria = resolve_filter(selection, zone)
 
-        async def compute(repository: AnalyticsRepository) -> list[HeatmapCell]:
-            counts = await repository.activity(tenant_id, criteria)
+        async def compute(version: int) -> list[HeatmapCell]:
+            # Customer messages are counted by when they were sent: read from the messages.
+            async with self._database.read() as connection:
+                counts = await AnalyticsRepository(connection, csi=self._csi).activity(
+                    tenant_id, criteria
+                )
             cells = {
                 (weekday, hour): HeatmapCell(weekday, hour, 0, 0)
                 for weekday in range(1, 8)
@@ -230,17 +188,16 @@ class AnalyticsService(ReadService):
                 cell(slot).conversations_started += count
             return list(cells.values())
 
-        return await self._answer(tenant_id, ("heatmap", criteria, str(zone)), compute)
+        return await self._kept(tenant_id, ("heatmap", criteria, str(zone)), compute)
 
     async def first_response_histogram(
         self, tenant_id: int, selection: ConversationFilter | None
     ) -> list[FirstResponseBucket]:
         criteria = resolve_filter(selection, await self._zone(tenant_id))
 
-        async def compute(repository: AnalyticsRepository) -> list[FirstResponseBucket]:
-            counts = await repository.first_response_histogram(
-                tenant_id, criteria, edges=FIRST_RESPONSE_EDGES
-            )
+        async def compute(version: int) -> list[FirstResponseBucket]:
+            facts, mask = await self._selected(tenant_id, version, criteria)
+            counts = aggregates.first_response_histogram(facts, mask, edges=FIRST_RESPONSE_EDGES)
             lows = (0.0, *FIRST_RESPONSE_EDGES)
             highs: tuple[float | None, ...] = (*FIRST_RESPONSE_EDGES, None)
             buckets = [
@@ -252,7 +209,7 @@ class AnalyticsService(ReadService):
             )
             return buckets
 
-        return await self._answer(tenant_id, ("histogram", criteria), compute)
+        return await self._kept(tenant_id, ("histogram", criteria), compute)
 
     # -- breakdowns -------------------------------------------------------------------
     async def agents(
@@ -261,12 +218,13 @@ class AnalyticsService(ReadService):
         """Every agent of the selection, in the requested order (ties by name)."""
         criteria = resolve_filter(selection, await self._zone(tenant_id))
 
-        async def compute(repository: AnalyticsRepository) -> list[AgentTotals]:
-            found = await repository.agents(tenant_id, criteria)
+        async def compute(version: int) -> list[AgentTotals]:
+            facts, mask = await self._selected(tenant_id, version, criteria)
+            found = aggregates.agents(facts, mask)
             found.sort(key=agent_sort_key(order))
             return found
 
-        return await self._answer(tenant_id, ("agents", criteria, order), compute)
+        return await self._kept(tenant_id, ("agents", criteria, order), compute)
 
     async def topics(
         self, tenant_id: int, selection: ConversationFilter | None, *, limit: int
@@ -277,20 +235,38 @@ class AnalyticsService(ReadService):
         earlier = previous_period(selection)
         previous = resolve_filter(earlier, zone) if earlier is not None else None
 
-        async def compute(repository: AnalyticsRepository) -> list[TopicBreakdown]:
-            found = await repository.topics(tenant_id, criteria, previous=previous)
-            analyzed = (
-                (await repository.totals(tenant_id, criteria))
-                .get(None, MetricTotals())
-                .analyzed_conversations
+        async def compute(version: int) -> list[TopicBreakdown]:
+            facts, mask = await self._selected(tenant_id, version, criteria)
+            previous_mask = (
+                await self._select(tenant_id, facts, previous) if previous is not None else None
             )
+            found = aggregates.topics(facts, mask, previous=previous_mask)
+            analyzed = int((facts.done & mask).sum())
             found.sort(key=lambda topic: (-topic.conversations, topic.topic))
             return [
                 TopicBreakdown(totals=topic, percentage=percentage(topic.conversations, analyzed))
                 for topic in found[:limit]
             ]
 
-        return await self._answer(tenant_id, ("topics", criteria, previous, limit), compute)
+        return await self._kept(tenant_id, ("topics", criteria, previous, limit), compute)
+
+
+def _date_range(
+    facts: Any, mask: Any, selection: ConversationFilter | None, zone: Any
+) -> tuple[date | None, date | None]:
+    """The filter's dates, or the first and last local day of the selection's first
+    messages where the filter leaves them open."""
+    start = selection.start_date if selection else None
+    end = selection.end_date if selection else None
+    if start is not None and end is not None:
+        return start, end
+    earliest, latest = aggregates.first_message_range(facts, mask)
+    if earliest is None or latest is None:
+        return start, end
+    return (
+        start or earliest.astimezone(zone).date(),
+        end or latest.astimezone(zone).date(),
+    )
 
 
 def agent_sort_key(order: AgentOrder) -> Callable[[AgentTotals], Any]:

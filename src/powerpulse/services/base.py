@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, TypeVar
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from ..db import Database
+from ..repositories.facts import FactRepository
 from ..repositories.selection import CsiParameters
 from ..repositories.tenants import TenantRepository
 from ..settings import Settings
+from . import aggregates
 from .cache import AnswerCache
+from .facts import ConversationFacts, FactStore
+from .filters import ConversationCriteria
 from .tenants import TenantDirectory
 
 T = TypeVar("T")
@@ -38,34 +44,56 @@ class ReadService:
         tenants: TenantDirectory | None = None,
         *,
         cache: AnswerCache | None = None,
+        facts: FactStore | None = None,
     ) -> None:
         self._database = database
         self._settings = settings
         self._tenants = tenants or TenantDirectory(database, settings)
         self._csi = csi_parameters(settings)
         self._cache = cache if cache is not None else AnswerCache(settings.analytics_cache_entries)
+        self._facts = facts or FactStore(
+            database, self._csi, memory_bytes=settings.analytics_memory_mib * 1024 * 1024
+        )
 
     async def _kept(
         self,
         tenant_id: int,
         question: Hashable,
-        compute: Callable[[Any], Awaitable[T]],
+        compute: Callable[[int], Awaitable[T]],
     ) -> T:
-        """`compute(connection)` in a read transaction of its own, or its kept answer.
+        """`compute(version)` for the tenant's current data version, or its kept answer.
 
         Answers are kept while the tenant's data version is unchanged (services/cache.py).
+        `compute` must open any connection it needs itself: other requests may be waiting
+        on its answer after the asking request has gone.
         """
-
-        async def computed() -> T:
-            # Its own connection: other requests may be waiting on this computation.
-            async with self._database.read() as connection:
-                return await compute(connection)
-
-        if not self._cache.enabled:
-            return await computed()
         async with self._database.read() as connection:
             version = await TenantRepository(connection).data_version(tenant_id)
-        return await self._cache.answer((tenant_id, version, question), computed)
+        if not self._cache.enabled:
+            return await compute(version)
+        return await self._cache.answer((tenant_id, version, question), lambda: compute(version))
+
+    async def _selected(
+        self, tenant_id: int, version: int, criteria: ConversationCriteria
+    ) -> tuple[ConversationFacts, np.ndarray]:
+        """The tenant's facts at `version` (or later) and the filter's selection of them."""
+        facts = await self._facts.current(tenant_id, version)
+        return facts, await self._select(tenant_id, facts, criteria)
+
+    async def _select(
+        self, tenant_id: int, facts: ConversationFacts, criteria: ConversationCriteria
+    ) -> np.ndarray:
+        matching = None
+        if aggregates.needs_database(criteria):
+            held_in_database = ConversationCriteria(
+                search=criteria.search, chat_ids=criteria.chat_ids
+            )
+            async with self._database.read() as connection:
+                ids = await FactRepository(connection, csi=self._csi).matching(
+                    tenant_id, held_in_database
+                )
+            matching = facts.mask_of(ids)
+        return aggregates.select(facts, criteria, matching=matching)
 
     async def _zone(self, tenant_id: int) -> ZoneInfo:
         return (await self._tenants.get(tenant_id)).zone

@@ -62,8 +62,9 @@ class ConversationService(ReadService):
         """How many conversations the filter selects (kept while the data is unchanged)."""
         criteria = resolve_filter(selection, await self._zone(tenant_id))
 
-        async def count(connection: Any) -> int:
-            return await self._conversations(connection).count(tenant_id, criteria)
+        async def count(version: int) -> int:
+            _facts, mask = await self._selected(tenant_id, version, criteria)
+            return int(mask.sum())
 
         return await self._kept(tenant_id, ("conversation_count", criteria), count)
 

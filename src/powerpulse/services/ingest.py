@@ -90,12 +90,15 @@ class IngestService:
             async with self._database.write(bulk=True) as connection:
                 tenants = TenantRepository(connection)
                 await tenants.lock_for_ingest(tenant_id)
+                # Every conversation and analysis row this upload writes carries it.
+                version = await tenants.begin_change(tenant_id)
                 jobs = JobRepository(connection)
                 job_id = await jobs.create(tenant_id, analyzer=fingerprint)
                 report.job_id = job_id
                 store = _BatchStore(
                     tenant_id=tenant_id,
                     job_id=job_id,
+                    version=version,
                     force=force_reprocess,
                     fingerprint=fingerprint,
                     session_gap=session_gap,
@@ -119,8 +122,6 @@ class IngestService:
                     cached=report.analysis_cached,
                     forced=report.analysis_forced,
                 )
-                # Last: cached analytics answers of this tenant are now out of date.
-                await tenants.bump_data_version(tenant_id)
         finally:
             # A read still running finishes before the caller closes the stream.
             await asyncio.gather(pending, return_exceptions=True)
@@ -135,6 +136,7 @@ class _BatchStore:
 
     tenant_id: int
     job_id: int
+    version: int
     force: bool
     fingerprint: str
     session_gap: timedelta
@@ -181,7 +183,9 @@ class _BatchStore:
             if changed or conversation_id not in states:
                 pending.append(conversation_id)
         report.analysis_queued += len(queue)
-        await self.analyses.mark_pending(self.tenant_id, pending, created=created)
+        await self.analyses.mark_pending(
+            self.tenant_id, pending, created=created, version=self.version
+        )
         await self.jobs.add_tasks(self.tenant_id, self.job_id, queue)
 
     async def _store_messages(self, batch: list[ParsedChat]) -> tuple[dict[int, bool], set[int]]:
@@ -239,8 +243,8 @@ class _BatchStore:
             new_messages[chat_id] = fresh
             details[chat_id] = measured
 
-        created = await conversations.insert_many(tenant_id, new_rows)
-        await conversations.update_measurements(tenant_id, changed_rows)
+        created = await conversations.insert_many(tenant_id, new_rows, version=self.version)
+        await conversations.update_measurements(tenant_id, changed_rows, version=self.version)
         ids = {**existing_ids, **created}
 
         message_rows: list[tuple[Any, ...]] = []
