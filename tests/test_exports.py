@@ -16,6 +16,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from asgi_lifespan import LifespanManager
 
 from fakes.openai_server import FakeOpenAI
 from powerpulse.app import create_app
-from powerpulse.services.exports import cell
+from powerpulse.services.exports import renderer
 
 
 def customer(at: str, text: str) -> dict[str, Any]:
@@ -290,24 +291,37 @@ async def test_cells_that_start_like_formulas_are_prefixed_with_a_quote(analysed
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
+    ("kind", "value", "expected"),
     [
-        ("=1+1", "'=1+1"),
-        ("+1", "'+1"),
-        ("-1", "'-1"),
-        ("@SUM(A1)", "'@SUM(A1)"),
-        ("\tcmd", "'\tcmd"),
-        ("\rcmd", "'\rcmd"),
-        ("a=1", "a=1"),
-        ("", ""),
-        (None, ""),
-        (True, "true"),
-        (False, "false"),
-        (-1.5, -1.5),
+        ("text", "=1+1", "'=1+1"),
+        ("text", "+1", "'+1"),
+        ("text", "-1", "'-1"),
+        ("text", "@SUM(A1)", "'@SUM(A1)"),
+        ("text", "\tcmd", "'\tcmd"),
+        ("text", "\rcmd", "'\rcmd"),
+        ("text", "a=1", "a=1"),
+        ("text", "", ""),
+        ("text", None, ""),
+        ("flag", True, "true"),
+        ("flag", False, "false"),
+        ("flag", 1, "true"),  # SQLite's driver reads a flag as a number
+        ("flag", 0, "false"),
+        ("flag", None, ""),
+        ("value", -1.5, "-1.5"),
+        ("value", None, ""),
+        ("time", "2025-08-01 10:00:00.000000", "2025-08-01T10:00:00+00:00"),
+        ("time", "2025-08-01 10:00:00.250000", "2025-08-01T10:00:00.250000+00:00"),
+        (
+            "time",
+            datetime(2025, 8, 1, 10, 0, 0, 250000, tzinfo=UTC),
+            "2025-08-01T10:00:00.250000+00:00",
+        ),
+        ("time", datetime(2025, 8, 1, 10, tzinfo=UTC), "2025-08-01T10:00:00+00:00"),
     ],
 )
-def test_cell_defuses_formula_text_only(value: Any, expected: Any) -> None:
-    assert cell(value) == expected
+def test_cells_defuse_formula_text_only(kind: str, value: Any, expected: str) -> None:
+    rendered = renderer(["text", kind, "value"])([("x", value, 7)])
+    assert next(csv.reader(io.StringIO(rendered))) == ["x", expected, "7"]
 
 
 # -- Excel ----------------------------------------------------------------------------------

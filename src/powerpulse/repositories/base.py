@@ -1,4 +1,4 @@
-"""What every repository shares: a connection, the dialect, and percentile helpers."""
+"""What every repository shares: a connection, the dialect, bulk inserts, export columns."""
 
 from __future__ import annotations
 
@@ -6,12 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    Boolean,
-    ColumnElement,
-    any_,
-    bindparam,
-)
+from sqlalchemy import Boolean, ColumnElement, String, any_, bindparam, select, type_coerce
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,6 +33,28 @@ def _sqlite_converters(table: Any, columns: Sequence[str]) -> list[tuple[int, An
         elif isinstance(column_type, Boolean):
             converters.append((index, lambda value: None if value is None else int(value)))
     return converters
+
+
+def cell_kind(column: Any) -> str:
+    """How an export renders a column's values: "time", "flag", "text" or "value"."""
+    if isinstance(column.type, UTCDateTime):
+        return "time"
+    if isinstance(column.type, Boolean):
+        return "flag"
+    if isinstance(column.type, String):
+        return "text"
+    return "value"
+
+
+def export_select(columns: Sequence[Any]) -> Any:
+    """A select of export columns whose values reach the export as the driver reads them:
+    timestamps unparsed, flags as numbers (the export renders them, faster, in bulk)."""
+    return select(
+        *(
+            type_coerce(column, String) if cell_kind(column) != "value" else column
+            for column in columns
+        )
+    )
 
 
 class Repository:

@@ -5,10 +5,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, select, update
+from sqlalchemy import (
+    String,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    literal_column,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
+from ..models import AnalysisStatus
 from ..services.filters import ConversationCriteria, ConversationOrder
-from .base import Repository
+from .base import Repository, cell_kind, export_select
 from .keyset import Ordering, SortKey
 from .selection import (
     SOURCE,
@@ -18,6 +31,7 @@ from .selection import (
     conversation_agents,
     conversations,
     reply_events,
+    topics,
 )
 
 _c = conversations.c
@@ -186,23 +200,75 @@ class ConversationRepository(Repository):
         rows = list((await self.connection.execute(statement)).mappings())
         return rows[:first], len(rows) > first, ordering
 
-    async def stream(
-        self, tenant_id: int, criteria: ConversationCriteria, *, batch_size: int = 1000
-    ) -> AsyncIterator[list[Mapping[str, Any]]]:
-        """Every selected conversation (with analysis and CSI) in batches, oldest first.
+    async def export_rows(
+        self,
+        tenant_id: int,
+        criteria: ConversationCriteria,
+        keys: Sequence[str],
+        *,
+        batch_size: int = 2000,
+    ) -> AsyncIterator[list[Sequence[Any]]]:
+        """The selected conversations, oldest first, as rows of the `keys` (export_kinds).
 
-        Rows are read with a server-side cursor, so memory stays flat however many match.
+        A key is a conversation, analysis or CSI column, "status" (PENDING without an
+        analysis), "agents" (their names, ';'-joined in name order) or "topics" (';'-joined
+        in the analysis's order, none before a first analysis). Timestamps come as the
+        driver reads them and flags as numbers, unconverted: the export renders them.
+        Read with a server-side cursor, so memory stays flat however many match.
         """
         selection = self.selection(tenant_id, criteria)
+        columns = [self._export_column(key, selection) for key in keys]
         statement = (
-            self._rows(selection)
+            export_select(columns)
+            .select_from(SOURCE)
             .where(*selection.conditions)
             .order_by(_c.first_message_at, _c.id)
             .execution_options(yield_per=batch_size)
         )
         result = await self.connection.stream(statement)
-        async for partition in result.mappings().partitions(batch_size):
-            yield list(partition)
+        async for partition in result.partitions(batch_size):
+            yield partition
+
+    def export_kinds(self, keys: Sequence[str]) -> tuple[str, ...]:
+        """How each key's cells are rendered: "text", "time", "flag" or "value"."""
+        selection = self.selection(0, ConversationCriteria())
+        return tuple(cell_kind(self._export_column(key, selection)) for key in keys)
+
+    def _export_column(self, key: str, selection: Selection) -> Any:
+        if key == "agents":
+            return type_coerce(
+                self._joined(conversation_agents, conversation_agents.c.agent, order=None), String
+            )
+        if key == "topics":
+            joined = self._joined(topics, topics.c.topic, order=topics.c.position)
+            return type_coerce(case((_a.analyzed_at.is_not(None), joined), else_=None), String)
+        if key == "status":
+            return func.coalesce(_a.status, AnalysisStatus.PENDING.value)
+        if key in selection.csi:
+            return selection.csi[key]
+        return _c[key] if key in _c else _a[key]
+
+    def _joined(self, table: Any, column: Any, *, order: Any) -> Any:
+        """The conversation's `column` values in `table`, ';'-joined in `order` (or their
+        own order), as a correlated scalar subquery."""
+        order = column if order is None else order
+        if self.is_postgres:
+            joined = func.string_agg(column, aggregate_order_by(literal_column("';'"), order))
+            return (
+                select(joined)
+                .where(table.c.conversation_id == _c.id)
+                .correlate(conversations)
+                .scalar_subquery()
+            )
+        # SQLite 3.40 has no ORDER BY inside group_concat: it joins in its input's order.
+        ordered = (
+            select(column.label("value"))
+            .where(table.c.conversation_id == _c.id)
+            .order_by(order)
+            .correlate(conversations)
+            .subquery()
+        )
+        return select(func.group_concat(ordered.c.value, ";")).scalar_subquery()
 
     # -- ingest ----------------------------------------------------------------------
     async def ids_by_chat_id(self, tenant_id: int, chat_ids: Iterable[str]) -> dict[str, int]:

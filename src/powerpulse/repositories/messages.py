@@ -7,12 +7,14 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..models import Conversation, Message
-from .base import Repository
+from ..models import Message
+from .base import Repository, cell_kind, export_select
 from .keyset import Ordering, SortKey
+from .selection import SOURCE, conversations
 
 messages = Message.__table__  # type: ignore[attr-defined]
 _m = messages.c
+_c = conversations.c
 
 INSERT_COLUMNS = (
     "conversation_id",
@@ -97,21 +99,35 @@ class MessageRepository(Repository):
         rows = list((await self.connection.execute(statement)).mappings())
         return rows[:first], len(rows) > first, TIME_ORDER
 
-    async def stream_for_selection(
-        self, selection: Any, *, batch_size: int = 2000
-    ) -> AsyncIterator[list[Mapping[str, Any]]]:
-        """Messages of the selected conversations with their chat id, chat by chat in time."""
-        conversations = Conversation.__table__  # type: ignore[attr-defined]
+    async def export_rows(
+        self, selection: Any, keys: Sequence[str], *, batch_size: int = 2000
+    ) -> AsyncIterator[list[Sequence[Any]]]:
+        """Messages of the selected conversations as rows of the `keys` (export_kinds),
+        chat by chat in the order of their first message, each chat in time order.
+
+        A key is a message column, or "chat_id" (its conversation's). The conversations are
+        read in the order of their index and each one's messages in theirs, so nothing is
+        sorted, and a server-side cursor keeps memory flat however many match.
+        """
         statement = (
-            select(conversations.c.chat_id, messages)
-            .select_from(messages.join(conversations, conversations.c.id == _m.conversation_id))
-            .where(
-                _m.tenant_id == selection.tenant_id,
-                _m.conversation_id.in_(selection.ids()),
-            )
-            .order_by(conversations.c.first_message_at, _m.conversation_id, _m.sent_at, _m.id)
+            export_select([_export_column(key) for key in keys])
+            .select_from(SOURCE.join(messages, _m.conversation_id == _c.id))
+            # The tenant is checked on each message, not looked up by it: SQLite then reads
+            # conversations by their first-message index and each one's messages by theirs,
+            # in export order, instead of sorting every message of the tenant.
+            .where(*selection.conditions, self.owned_by(_m.tenant_id, selection.tenant_id))
+            .order_by(_c.first_message_at, _c.id, _m.sent_at, _m.id)
             .execution_options(yield_per=batch_size)
         )
         result = await self.connection.stream(statement)
-        async for partition in result.mappings().partitions(batch_size):
-            yield list(partition)
+        async for partition in result.partitions(batch_size):
+            yield partition
+
+
+def export_kinds(keys: Sequence[str]) -> tuple[str, ...]:
+    """How each key's cells are rendered: "text", "time", "flag" or "value"."""
+    return tuple(cell_kind(_export_column(key)) for key in keys)
+
+
+def _export_column(key: str) -> Any:
+    return _c.chat_id if key == "chat_id" else _m[key]

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from ..repositories.analyses import AnalysisRepository
 from ..repositories.conversations import ConversationRepository
 from ..repositories.messages import MessageRepository
+from ..repositories.messages import export_kinds as message_export_kinds
 from .base import ReadService
 from .filters import ConversationFilter, resolve_filter
 
@@ -78,17 +78,53 @@ MESSAGE_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def cell(value: Any) -> Any:
-    """One CSV cell: timestamps in ISO 8601, booleans as true/false, formulas defused."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
+def text_cell(text: str) -> str:
+    """Text a spreadsheet would run as a formula gets a leading quote."""
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+def time_cell(value: Any) -> str:
+    """A timestamp as the driver reads it, in ISO 8601 ("2025-08-01T10:00:00+00:00").
+
+    PostgreSQL's driver gives an aware UTC datetime; SQLite gives the stored naive UTC text
+    ("2025-08-01 10:00:00.000000"), rewritten the way datetime.isoformat() writes it.
+    """
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
+    fraction = value[20:26]
+    if fraction and fraction != "000000":
+        return f"{value[:10]}T{value[11:19]}.{fraction}+00:00"
+    return f"{value[:10]}T{value[11:19]}+00:00"
+
+
+def flag_cell(flag: Any) -> str:
+    return "true" if flag else "false"
+
+
+CELLS: dict[str, Callable[[Any], Any]] = {"text": text_cell, "time": time_cell, "flag": flag_cell}
+
+
+def renderer(kinds: Sequence[str]) -> Callable[[Iterable[Sequence[Any]]], str]:
+    """CSV text of rows read for an export (repositories' export_rows and export_kinds).
+
+    `kinds` says what each column holds ("text", "time", "flag" or "value"): text is
+    checked for formulas, times are written in ISO 8601, flags as true/false; numbers go to
+    the csv module as they are, and an empty value (None) is an empty cell.
+    """
+    converted = [(index, CELLS[kind]) for index, kind in enumerate(kinds) if kind in CELLS]
+
+    def cells(row: Sequence[Any]) -> list[Any]:
+        values = list(row)
+        for index, convert in converted:
+            value = values[index]
+            if value is not None:
+                values[index] = convert(value)
+        return values
+
+    def render(rows: Iterable[Sequence[Any]]) -> str:
+        return _render(map(cells, rows))
+
+    return render
 
 
 def _render(rows: Iterable[Sequence[Any]]) -> str:
@@ -108,47 +144,27 @@ class ExportService(ReadService):
     ) -> AsyncIterator[str]:
         criteria = resolve_filter(selection, await self._zone(tenant_id))
         header = [name for name, _ in CONVERSATION_COLUMNS]
-        # Connections first: when none is free, the header is not sent and the caller can
-        # still answer with a status (ServiceBusy).
-        async with self._database.read() as connection, self._database.read() as lookups:
+        keys = [key for _, key in CONVERSATION_COLUMNS]
+        # The connection first: when none is free, the header is not sent and the caller
+        # can still answer with a status (ServiceBusy).
+        async with self._database.read() as connection:
             yield (UTF8_BOM if excel else "") + _render([header])
             conversations = ConversationRepository(connection, csi=self._csi)
-            async for batch in conversations.stream(tenant_id, criteria):
-                ids = [row["id"] for row in batch]
-                agents = await ConversationRepository(lookups).agents_for(tenant_id, ids)
-                topics = await AnalysisRepository(lookups).topics_for(tenant_id, ids)
-                yield _render(
-                    [
-                        cell(_conversation_value(row, key, agents, topics))
-                        for _, key in CONVERSATION_COLUMNS
-                    ]
-                    for row in batch
-                )
+            render = renderer(conversations.export_kinds(keys))
+            async for batch in conversations.export_rows(tenant_id, criteria, keys):
+                yield render(batch)
 
     async def messages_csv(
         self, tenant_id: int, selection: ConversationFilter | None, *, excel: bool = False
     ) -> AsyncIterator[str]:
         criteria = resolve_filter(selection, await self._zone(tenant_id))
         header = [name for name, _ in MESSAGE_COLUMNS]
+        keys = [key for _, key in MESSAGE_COLUMNS]
+        render = renderer(message_export_kinds(keys))
         async with self._database.read() as connection:
             yield (UTF8_BOM if excel else "") + _render([header])
             chosen = ConversationRepository(connection, csi=self._csi).selection(
                 tenant_id, criteria
             )
-            async for batch in MessageRepository(connection).stream_for_selection(chosen):
-                yield _render([cell(row[key]) for _, key in MESSAGE_COLUMNS] for row in batch)
-
-
-def _conversation_value(
-    row: Mapping[str, Any],
-    key: str,
-    agents: dict[int, list[str]],
-    topics: dict[int, list[str]],
-) -> Any:
-    if key == "agents":
-        return ";".join(agents.get(row["id"], []))
-    if key == "topics":
-        return ";".join(topics.get(row["id"], [])) if row.get("analyzed_at") else None
-    if key == "status":
-        return row.get("status") or "PENDING"
-    return row.get(key)
+            async for batch in MessageRepository(connection).export_rows(chosen, keys):
+                yield render(batch)
