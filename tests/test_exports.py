@@ -10,6 +10,7 @@ topics from the customer text ("token" -> token purchase, "power"/"outage" -> ou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -495,3 +496,93 @@ async def test_large_exports_stream_in_several_chunks(
     assert len({row["chat_id"] for row in exported}) == MANY
     # The HTTP client sees the same file.
     assert rows(await download(client, path)) == exported
+
+
+# -- export slots ---------------------------------------------------------------------------
+
+
+class HeldExport:
+    """An export through the ASGI interface whose client stops reading after the header."""
+
+    def __init__(self, app: Any, path: str, *, client_gone: bool = False) -> None:
+        self.header_sent = asyncio.Event()
+        self.resume = asyncio.Event()
+        self.client_gone = client_gone
+        self.requested = False
+        self.sent: list[dict[str, Any]] = []
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"testserver")],
+            "client": ("127.0.0.1", 50001),
+            "server": ("testserver", 80),
+            "extensions": {},
+        }
+        self.task = asyncio.create_task(app(scope, self._receive, self._send))
+
+    async def _receive(self) -> dict[str, Any]:
+        if not self.requested:
+            self.requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.resume.wait()
+        await asyncio.sleep(5)  # the client stays connected while the rest is sent
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+        if message["type"] == "http.response.body" and message.get("body"):
+            self.header_sent.set()
+            await self.resume.wait()
+            if self.client_gone:
+                raise OSError("the client went away")
+
+
+async def test_exports_beyond_the_slots_wait_then_are_refused_before_any_byte(
+    app_client_factory: Any, settings_factory: Any
+) -> None:
+    settings = settings_factory(export_concurrency=1, export_wait_seconds=0.3)
+    client = await app_client_factory(settings, run_worker=False)
+    await upload(client, {"e1": CHATS["e1"]})
+    app = client.http._transport.app
+    held = HeldExport(app, "/export/conversations.csv")
+    await asyncio.wait_for(held.header_sent.wait(), 10)
+
+    refused = await client.http.get("/export/messages.csv")
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "5"
+    assert refused.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"
+    # A bad filter is still answered at once: it never waits for a slot.
+    assert (await client.http.get("/export/messages.csv?startDate=x")).status_code == 400
+
+    # An export waiting for the slot gets it when the one streaming finishes.
+    waiting = asyncio.create_task(client.http.get("/export/messages.csv"))
+    await asyncio.sleep(0.05)
+    held.resume.set()
+    await held.task
+    assert held.sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert (await waiting).status_code == 200
+
+
+async def test_a_client_gone_mid_export_gives_its_slot_back(
+    app_client_factory: Any, settings_factory: Any
+) -> None:
+    settings = settings_factory(export_concurrency=1, export_wait_seconds=2)
+    client = await app_client_factory(settings, run_worker=False)
+    await upload(client, {"e1": CHATS["e1"]})
+    app = client.http._transport.app
+    for _ in range(3):
+        gone = HeldExport(app, "/export/conversations.csv", client_gone=True)
+        await asyncio.wait_for(gone.header_sent.wait(), 10)
+        gone.resume.set()
+        with contextlib.suppress(OSError):
+            await gone.task
+    response = await client.http.get("/export/conversations.csv")
+    assert response.status_code == 200
+    assert "e1" in response.text

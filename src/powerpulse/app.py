@@ -23,6 +23,7 @@ from strawberry.types.unset import UNSET
 from . import __version__, exports
 from .analysis.base import Analyzer
 from .db import Database, create_engine
+from .exports import ExportSlots
 from .graphql.context import Context, Services
 from .graphql.schema import build_schema
 from .http import (
@@ -70,6 +71,7 @@ class AppState:
     facts: FactStore
     default_tenant_id: int
     authenticator: Authenticator
+    export_slots: ExportSlots
 
     @property
     def analyzer(self) -> Analyzer:
@@ -140,6 +142,7 @@ async def open_state(settings: Settings, *, migrate: bool | None = None) -> AppS
         facts,
         tenant_id,
         Authenticator(database),
+        ExportSlots(settings.export_concurrency, wait_seconds=settings.export_wait_seconds),
     )
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -123,16 +124,58 @@ def _error(exc: PowerPulseError) -> Response:
     )
 
 
-def _csv_response(rows: Any, name: str) -> Response:
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return StreamingResponse(
-        rows,
-        media_type="text/csv; charset=utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="{name}-{stamp}.csv"',
-            "Cache-Control": "no-store",
-        },
-    )
+class CsvResponse(StreamingResponse):
+    """A streamed export that closes its chunks however the response ends.
+
+    Starlette leaves the body iterator as it is when the client goes away mid-stream; the
+    export's connection and slot would then wait for the garbage collector.
+    """
+
+    def __init__(self, first: str, chunks: AsyncGenerator[str, None], name: str) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        super().__init__(
+            _starting_with(first, chunks),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}-{stamp}.csv"',
+                "Cache-Control": "no-store",
+            },
+        )
+        self._chunks = chunks
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._chunks.aclose()
+
+
+class ExportSlots:
+    """At most `slots` CSV exports stream at once in a process; others wait their turn.
+
+    A full export holds a database connection and much of a core for seconds: without a
+    bound, a burst of exports would take every connection and starve the dashboards'
+    queries. An export that finds no free slot within `wait_seconds` is answered 503
+    SERVICE_UNAVAILABLE with Retry-After, before any byte of the file.
+    """
+
+    def __init__(self, slots: int, *, wait_seconds: float) -> None:
+        self._free = asyncio.Semaphore(slots)
+        self._wait_seconds = wait_seconds
+        self.waiting = 0
+
+    async def take(self) -> None:
+        self.waiting += 1
+        try:
+            async with asyncio.timeout(self._wait_seconds):
+                await self._free.acquire()
+        except TimeoutError:
+            raise ServiceBusy("the server is busy with other exports; try again shortly") from None
+        finally:
+            self.waiting -= 1
+
+    def give_back(self) -> None:
+        self._free.release()
 
 
 async def export_csv(request: Request, export_type: str) -> Response:
@@ -144,16 +187,45 @@ async def export_csv(request: Request, export_type: str) -> Response:
     try:
         selection, excel = parse_filter(request)
         await exports.check(tenant_id, selection)
-        if export_type == "messages":
-            rows = exports.messages_csv(tenant_id, selection, excel=excel)
-        else:
-            rows = exports.conversations_csv(tenant_id, selection, excel=excel)
-        # The header comes once the export holds its connections: a busy server still
-        # answers with a status instead of a response cut short.
-        header = await anext(rows)
-    except PowerPulseError as exc:  # a bad filter (400), or no free connection (503)
+    except PowerPulseError as exc:  # a bad filter (400)
         return _error(exc)
-    return _csv_response(_starting_with(header, rows), export_type)
+    try:
+        await state.export_slots.take()
+    except ServiceBusy as exc:
+        return _error(exc)
+    if export_type == "messages":
+        rows = exports.messages_csv(tenant_id, selection, excel=excel)
+    else:
+        rows = exports.conversations_csv(tenant_id, selection, excel=excel)
+    chunks = _holding_slot(rows, state.export_slots)
+    try:
+        # The header comes once the export holds its connection: a busy server still
+        # answers with a status instead of a response cut short.
+        header = await anext(chunks)
+    except PowerPulseError as exc:  # no free connection (503)
+        return _error(exc)
+    return CsvResponse(header, chunks, export_type)
+
+
+async def _holding_slot(
+    rows: AsyncGenerator[str, None], slots: ExportSlots
+) -> AsyncGenerator[str, None]:
+    """The export's chunks, its slot given back when they end, however they end.
+
+    Started once (up to the header, which also takes the export's connection) before the
+    response is made: an export refused then never sends a byte.
+    """
+    try:
+        header = await anext(rows)
+        yield ""  # started: the caller now builds the response
+        yield header
+        async for chunk in rows:
+            yield chunk
+    finally:
+        try:
+            await rows.aclose()
+        finally:
+            slots.give_back()
 
 
 async def _starting_with(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:

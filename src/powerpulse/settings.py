@@ -180,6 +180,18 @@ class Settings(BaseSettings):
         description="Upload (multipart) requests per hour per API key, all at once at most; "
         "0 turns the limit off.",
     )
+    export_concurrency: int = Field(
+        default=2,
+        gt=0,
+        description="CSV exports one process streams at once; each holds a database "
+        "connection and much of a core for seconds. More wait for a free slot.",
+    )
+    export_wait_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long an export waits for a free slot before it is answered 503 "
+        "SERVICE_UNAVAILABLE (with Retry-After).",
+    )
     request_timeout_seconds: float = Field(
         default=30.0,
         gt=0,
