@@ -27,6 +27,7 @@ from .analytics import (
     agent_page,
 )
 from .context import Context
+from .documents import DocumentCache, document_cache_extension
 from .errors import classify_errors
 from .limits import DocumentLimits, document_limits_extension
 from .types import (
@@ -225,12 +226,18 @@ class Mutation:
 
 
 class PowerPulseSchema(strawberry.Schema):
+    documents: DocumentCache  # the parsed and validated documents it reuses
+
     def process_errors(
         self,
         errors: list[GraphQLError],
         execution_context: ExecutionContext | None = None,
     ) -> None:
         classify_errors(errors, execution_context)
+
+
+# Distinct query texts whose parsed (and validated) document a schema keeps.
+DOCUMENT_CACHE_ENTRIES = 256
 
 
 def build_schema(settings: Settings | None = None) -> PowerPulseSchema:
@@ -251,13 +258,16 @@ def build_schema(settings: Settings | None = None) -> PowerPulseSchema:
         max_page_size=settings.max_page_size,
     )
     max_tokens = settings.graphql_max_tokens
+    documents = DocumentCache(DOCUMENT_CACHE_ENTRIES)
     extensions: list[Any] = [
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
         document_limits_extension(limits),
+        # After the limits: a document over them is refused before the cache is consulted.
+        document_cache_extension(documents),
     ]
     if not settings.introspection_enabled:
         extensions.append(DisableIntrospection)
-    return PowerPulseSchema(
+    schema = PowerPulseSchema(
         query=Query,
         mutation=Mutation,
         extensions=extensions,
@@ -266,3 +276,5 @@ def build_schema(settings: Settings | None = None) -> PowerPulseSchema:
             disable_field_suggestions=not settings.introspection_enabled,
         ),
     )
+    schema.documents = documents
+    return schema
