@@ -120,10 +120,19 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for queries; nothing it does is committed."""
+    async def read(self, *, consistent: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection for queries; nothing it does is committed.
+
+        On PostgreSQL each statement runs on its own (autocommit): a BEGIN and a ROLLBACK
+        around every read would triple its round trips. `consistent` reads run in one
+        transaction instead: several statements that must see the same state, or a
+        server-side cursor streaming rows (which PostgreSQL keeps only in a transaction).
+        """
         async with contextlib.AsyncExitStack() as stack:
-            yield await _checked_out(stack, self.engine.connect())
+            connection = await _checked_out(stack, self.engine.connect())
+            if not consistent and not self.is_sqlite:
+                await connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield connection
 
     @contextlib.asynccontextmanager
     async def write(self, *, bulk: bool = False) -> AsyncIterator[AsyncConnection]:

@@ -96,7 +96,12 @@ class Settings(BaseSettings):
         ),
     )
     max_page_size: int = Field(default=100, gt=0, description="Largest allowed `first`.")
-    db_pool_size: int = Field(default=10, gt=0, description="Database connection pool size.")
+    db_pool_size: int = Field(
+        default=20,
+        gt=0,
+        description="Database connections each process keeps open (one request may use "
+        "two or three at once).",
+    )
     db_max_overflow: int = Field(default=10, ge=0, description="Connections beyond the pool.")
     db_pool_timeout: float = Field(
         default=30.0, gt=0, description="Seconds to wait for a pooled connection."

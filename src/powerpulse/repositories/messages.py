@@ -71,7 +71,10 @@ class MessageRepository(Repository):
                 _m.agent_username,
                 _m.agent_email,
             )
-            .where(_m.tenant_id == tenant_id, _m.conversation_id.in_(conversation_ids))
+            .where(
+                self.owned_by(_m.tenant_id, tenant_id),
+                self.among(_m.conversation_id, conversation_ids),
+            )
             .order_by(_m.conversation_id, _m.sent_at, _m.id)
         )
         for row in rows.mappings():

@@ -147,7 +147,7 @@ class ExportService(ReadService):
         keys = [key for _, key in CONVERSATION_COLUMNS]
         # The connection first: when none is free, the header is not sent and the caller
         # can still answer with a status (ServiceBusy).
-        async with self._database.read() as connection:
+        async with self._database.read(consistent=True) as connection:
             yield (UTF8_BOM if excel else "") + _render([header])
             conversations = ConversationRepository(connection, csi=self._csi)
             render = renderer(conversations.export_kinds(keys))
@@ -161,7 +161,7 @@ class ExportService(ReadService):
         header = [name for name, _ in MESSAGE_COLUMNS]
         keys = [key for _, key in MESSAGE_COLUMNS]
         render = renderer(message_export_kinds(keys))
-        async with self._database.read() as connection:
+        async with self._database.read(consistent=True) as connection:
             yield (UTF8_BOM if excel else "") + _render([header])
             chosen = ConversationRepository(connection, csi=self._csi).selection(
                 tenant_id, criteria

@@ -355,7 +355,7 @@ class FactStore:
 
     async def _read(self, tenant_id: int, held: ConversationFacts | None) -> ConversationFacts:
         vocabularies = self._vocabularies.setdefault(tenant_id, Vocabularies())
-        async with self._database.read() as connection:
+        async with self._database.read(consistent=True) as connection:
             facts = FactRepository(connection, csi=self._csi)
             await facts.begin_snapshot()
             version = await TenantRepository(connection).data_version(tenant_id)
