@@ -148,6 +148,101 @@ def _wait_until_healthy(
     pytest.fail(f"serve was not healthy within {READY_TIMEOUT_SECONDS}s:\n{log.read_text()}")
 
 
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as handle:
+            found.extend(int(child) for child in handle.read().split())
+    return found
+
+
+def _command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
+def test_serve_with_several_processes_shares_the_port_and_one_analyses(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "powerpulse", "serve", "--port", str(port), "--processes", "2"],
+            env=cli_env,
+            cwd=tmp_path,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_until_healthy(process, base_url, log)
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while log.read_text().count("Application startup complete") < 2:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        servers = [pid for pid in _children(process.pid) if "spawn_main" in _command_line(pid)]
+        assert len(servers) == 2, [_command_line(pid) for pid in _children(process.pid)]
+        # On SQLite exactly one of them analyses; the other says it serves without.
+        assert log.read_text().count("serving without an analysis worker") == 1
+
+        upload = httpx.post(
+            f"{base_url}/graphql",
+            data={
+                "operations": json.dumps(
+                    {
+                        "query": "mutation($f: Upload!) { uploadChats(file: $f) "
+                        "{ messagesStored job { id } } }",
+                        "variables": {"f": None},
+                    }
+                ),
+                "map": json.dumps({"0": ["variables.f"]}),
+            },
+            files={"0": ("export.json", json.dumps(EXPORT).encode(), "application/json")},
+            headers={"Apollo-Require-Preflight": "true"},
+            timeout=30,
+        )
+        assert upload.status_code == 200, upload.text
+        job_id = upload.json()["data"]["uploadChats"]["job"]["id"]
+        # Whichever process answers, every one sees the upload and its analysis.
+        query = (
+            "query($id: ID!) { job(id: $id) { status } "
+            "metrics { totalConversations analyzedConversations } }"
+        )
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while True:
+            answers = [
+                httpx.post(
+                    f"{base_url}/graphql",
+                    json={"query": query, "variables": {"id": job_id}},
+                    timeout=10,
+                ).json()["data"]
+                for _ in range(6)
+            ]
+            if all(answer["job"]["status"] == "SUCCEEDED" for answer in answers):
+                break
+            assert time.monotonic() < deadline, answers
+            time.sleep(0.2)
+        assert {answer["metrics"]["totalConversations"] for answer in answers} == {2}
+        assert {answer["metrics"]["analyzedConversations"] for answer in answers} == {2}
+
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(timeout=30)
+        output = log.read_text()
+        assert returncode in (0, -signal.SIGTERM), output
+        assert output.count("Application shutdown complete") == 2
+        assert "Traceback" not in output
+        assert not any(Path(f"/proc/{pid}").exists() for pid in servers)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
 def test_serve_with_demo_data_answers_graphql_and_stops_on_sigterm(
     tmp_path: Path, cli_env: dict[str, str]
 ) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
 import sys
 from importlib import resources
@@ -231,6 +232,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             report.messages_stored,
             report.duplicates_skipped,
         )
+    if args.processes > 1:
+        return _serve_processes(args, settings, migrate=migrate)
     app = create_app(settings, run_worker=not args.no_worker, migrate=migrate)
     settle_heap()
     uvicorn.run(
@@ -241,6 +244,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=args.proxy_headers,
     )
     return 0
+
+
+# Tells each API process started by `serve --processes N` whether to run an analysis worker.
+SERVE_WORKER_ENV = "POWERPULSE_SERVE_WORKER"
+
+
+def _serve_processes(args: argparse.Namespace, settings: Settings, *, migrate: bool | None) -> int:
+    """`serve --processes N`: N API processes on one port, under uvicorn's supervisor.
+
+    The schema is brought up to date (or checked) once here, before any process starts, so
+    the processes never migrate side by side. Each builds its own app (serving_app).
+    """
+    import uvicorn
+
+    from .app import open_state
+
+    async def prepare() -> None:
+        state = await open_state(settings, migrate=migrate)
+        await state.close()
+
+    try:
+        asyncio.run(prepare())
+    except PowerPulseError as exc:
+        print(f"powerpulse: {exc.message}", file=sys.stderr)
+        return 1
+    os.environ[SERVE_WORKER_ENV] = "0" if args.no_worker else "1"
+    uvicorn.run(
+        "powerpulse.cli:serving_app",
+        factory=True,
+        workers=args.processes,
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=args.proxy_headers,
+    )
+    return 0
+
+
+def serving_app() -> Any:
+    """The app of one process of `serve --processes N` (settings from the environment)."""
+    from .app import create_app, settle_heap
+
+    settings = _load_settings()
+    app = create_app(settings, run_worker=os.environ.get(SERVE_WORKER_ENV, "1") != "0")
+    settle_heap()
+    return app
 
 
 async def _run_worker(settings: Settings, *, migrate: bool | None) -> None:
@@ -403,6 +452,16 @@ def cmd_export_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="powerpulse", description="Conversation analytics for customer-service chats."
@@ -427,6 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--migrate", action="store_true", help="apply pending schema migrations first"
+    )
+    serve.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=os.environ.get("POWERPULSE_PROCESSES") or "1",
+        help="API processes sharing the port, about one per core (default 1, or "
+        "POWERPULSE_PROCESSES); on SQLite one of them runs the analysis worker",
     )
     serve.set_defaults(handler=cmd_serve)
 
