@@ -118,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--clients", type=int, default=20, help="concurrent load clients")
     parser.add_argument(
+        "--load-processes",
+        type=int,
+        default=2,
+        help="API processes of the server under load (serve --processes; default 2)",
+    )
+    parser.add_argument(
+        "--load-export-every",
+        type=float,
+        default=10.0,
+        help="seconds between full CSV exports during the load, 0 for none (default 10)",
+    )
+    parser.add_argument(
         "--load-upload",
         type=_count,
         default=None,
@@ -158,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the run's temporary directory (logs, SQLite files)",
     )
+    parser.add_argument(
+        "--reuse-datasets",
+        action="store_true",
+        help="keep the analysed query/load datasets between runs (in --cache-dir and as "
+        "pp_bench_keep_* PostgreSQL databases) and reuse them while the generator, ingest, "
+        "analysis and schema code are unchanged; for iterating on queries, not for results",
+    )
     parser.add_argument("--no-print", action="store_true", help="do not print the report")
     return parser
 
@@ -173,6 +192,8 @@ def options_from(args: argparse.Namespace, argv: list[str]) -> Options:
         runs=args.runs or (10 if quick else 30),
         load_seconds=args.load_seconds or (10.0 if quick else 60.0),
         load_clients=args.clients,
+        load_export_every=args.load_export_every,
+        load_processes=args.load_processes,
         load_upload_messages=args.load_upload or (10_000 if quick else 100_000),
         query_chats=args.query_chats or (10_000 if quick else 100_000),
         deep_pages=50,
@@ -185,6 +206,7 @@ def options_from(args: argparse.Namespace, argv: list[str]) -> Options:
         cache_dir=args.cache_dir,
         postgres_admin_url=args.postgres_url,
         keep_temp=args.keep_temp,
+        reuse_datasets=args.reuse_datasets,
         command=shlex.join([sys.executable, "-m", "bench", *argv]),
     )
 

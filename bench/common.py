@@ -236,6 +236,35 @@ def reset_peak_rss(pid: int) -> bool:
         return False
 
 
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (serve --processes runs its API processes as
+    children of a supervisor)."""
+    found = [pid]
+    for index in range(10_000):
+        if index >= len(found):
+            break
+        parent = found[index]
+        try:
+            for task in os.listdir(f"/proc/{parent}/task"):
+                with open(f"/proc/{parent}/task/{task}/children") as handle:
+                    found.extend(int(child) for child in handle.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def tree_peak_rss(pid: int) -> int | None:
+    """The sum of the peak RSS (VmHWM) of a process and its descendants."""
+    peaks = [proc_status(member).get("VmHWM") for member in process_tree(pid)]
+    known = [peak for peak in peaks if peak]
+    return sum(known) if known else None
+
+
+def reset_tree_peak_rss(pid: int) -> None:
+    for member in process_tree(pid):
+        reset_peak_rss(member)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -255,6 +284,8 @@ class Options:
     runs: int
     load_seconds: float
     load_clients: int
+    load_export_every: float
+    load_processes: int
     load_upload_messages: int
     query_chats: int
     deep_pages: int
@@ -267,6 +298,7 @@ class Options:
     cache_dir: Path
     postgres_admin_url: str
     keep_temp: bool
+    reuse_datasets: bool
     command: str
 
 
@@ -534,12 +566,28 @@ class Context:
 
     # -- datasets for queries and load ----------------------------------------------
     async def dataset(self, engine: str) -> dict[str, Any]:
-        """The analysed query dataset of an engine (query_chats chats), built once per run."""
+        """The analysed query dataset of an engine (query_chats chats), built once per run.
+
+        With --reuse-datasets, a dataset built by an earlier run from the same code is used
+        instead (and a new one is kept for the next run).
+        """
         lock = self._dataset_locks.setdefault(engine, asyncio.Lock())
         async with lock:
             if engine in self.datasets:
                 return self.datasets[engine]
             export = await self.export(chats=self.options.query_chats)
+            kept = self._kept_dataset(engine, export) if self.options.reuse_datasets else None
+            if kept is not None and kept["meta"].exists():
+                self.log(f"reusing the {engine} query dataset {kept['url']}")
+                info = {
+                    "url": kept["url"],
+                    "engine": engine,
+                    "export": export,
+                    "build": json.loads(kept["meta"].read_text()),
+                    "reused": True,
+                }
+                self.datasets[engine] = info
+                return info
             url = await self.create_database(engine, "dataset")
             self.log(
                 f"building the {engine} query dataset: {export['chats']:,} chats, "
@@ -555,9 +603,45 @@ class Context:
                 "--vacuum",
                 env=self.env(),
             )
+            if kept is not None:
+                await self._keep_dataset(engine, url, kept)
+                kept["meta"].write_text(json.dumps(result))
             info = {"url": url, "engine": engine, "export": export, "build": result}
             self.datasets[engine] = info
             return info
+
+    def _kept_dataset(self, engine: str, export: dict[str, Any]) -> dict[str, Any]:
+        """Where a reusable dataset of this export and this code lives."""
+        digest = hashlib.sha256()
+        source = Path(__file__).resolve().parents[1] / "src" / "powerpulse"
+        writers = [
+            *(source / "ingest").rglob("*.py"),
+            *(source / "analysis").rglob("*.py"),
+            *(source / "migrations").rglob("*.py"),
+            source / "models.py",
+            source / "services" / "ingest.py",
+            source / "services" / "analysis.py",
+            source / "services" / "conversation_metrics.py",
+        ]
+        for path in sorted(writers):
+            digest.update(path.read_bytes())
+        digest.update(f"{export['path'].name}".encode())
+        key = digest.hexdigest()[:12]
+        meta = self.options.cache_dir / f"dataset-{engine}-{key}.json"
+        if engine == "sqlite":
+            path = self.options.cache_dir / f"dataset-{key}.db"
+            return {"url": f"sqlite+aiosqlite:///{path}", "meta": meta, "path": path}
+        return {"url": self._postgres_url(f"pp_bench_keep_{key}"), "meta": meta}
+
+    async def _keep_dataset(self, engine: str, url: str, kept: dict[str, Any]) -> None:
+        if engine == "sqlite":
+            await asyncio.to_thread(_copy_sqlite, sqlite_path(url), kept["path"])
+            return
+        from sqlalchemy.engine import make_url
+
+        name = make_url(kept["url"]).database
+        await self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await self.admin(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(url).database}"')
 
 
 def sqlite_path(url: str) -> Path:
@@ -674,6 +758,7 @@ async def serve(
     label: str,
     worker: bool,
     env_extra: dict[str, str] | None = None,
+    processes: int = 1,
 ) -> AsyncIterator[tuple[Service, str]]:
     """`powerpulse serve` on a free loopback port; yields (service, base URL); always stopped."""
     import httpx
@@ -692,6 +777,8 @@ async def serve(
         ]
         if not worker:
             command.append("--no-worker")
+        if processes > 1:
+            command.extend(["--processes", str(processes)])
         service = Service(
             f"serve-{label}",
             command,

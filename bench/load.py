@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import random
 import time
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import httpx
 
 from . import report as r
-from .common import Context, proc_status, reset_peak_rss, serve
+from .common import Context, reset_tree_peak_rss, serve, tree_peak_rss
 from .workload import JOB, QUERIES, Params, execute, graphql, prepare_params, upload
 
 
@@ -23,9 +24,10 @@ async def _drive(
     *,
     seconds: float,
     clients: int,
+    export_every: float,
     analysis_cap: float,
 ) -> dict[str, Any]:
-    names = list(QUERIES)
+    names = [name for name, (_, weight) in QUERIES.items() if weight]
     weights = [QUERIES[name][1] for name in names]
     records: list[tuple[str, float, float, bool, str | None]] = []
     stop = asyncio.Event()
@@ -66,8 +68,25 @@ async def _drive(
                     return
                 await asyncio.sleep(0.5)
 
+    async def one_export(client: httpx.AsyncClient) -> None:
+        at = time.perf_counter() - started
+        outcome = await execute(client, "csv_export", params)
+        records.append(("csv_export", at, outcome.seconds, outcome.ok, outcome.error))
+
+    async def exporter() -> None:
+        """A full export every `export_every` seconds, whether the last one finished or not."""
+        exports: list[asyncio.Task[None]] = []
+        async with httpx.AsyncClient(base_url=base_url, timeout=300) as client:
+            while not stop.is_set():
+                exports.append(asyncio.create_task(one_export(client)))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), export_every)
+            await asyncio.gather(*exports)
+
     upload_task = asyncio.create_task(uploader())
     tasks = [asyncio.create_task(client_loop(index)) for index in range(clients)]
+    if export_every > 0:
+        tasks.append(asyncio.create_task(exporter()))
     await asyncio.sleep(seconds)
     stop.set()
     await asyncio.wait(tasks, timeout=180)
@@ -82,26 +101,77 @@ async def _drive(
     return {"records": records, "elapsed": finished, "upload": upload_info}
 
 
+TIMELINE_STEP = 10.0
+
+
+def _timeline(
+    engine: str,
+    records: list[tuple[str, float, float, bool, str | None]],
+    upload: dict[str, Any],
+    *,
+    seconds: float,
+) -> list[list[Any]]:
+    """p50/p95 of the requests started in each window, and what the upload was doing."""
+    stored_at = upload.get("upload_seconds")
+    analysed_at = upload.get("analysis_done_at")
+    rows = []
+    start = 0.0
+    while start < seconds:
+        end = start + TIMELINE_STEP
+        window = [rec for rec in records if start <= rec[1] < end]
+        stats = r.summarise([rec[2] for rec in window])
+        if stored_at is not None and start < stored_at:
+            phase = "storing"
+        elif analysed_at is None or start < analysed_at:
+            phase = "analysing"
+        else:
+            phase = "done"
+        rows.append(
+            [
+                engine,
+                r.num(start),
+                r.num(len(window)),
+                r.ms(stats["p50"]),
+                r.ms(stats["p95"]),
+                r.num(sum(1 for rec in window if not rec[3])),
+                phase,
+            ]
+        )
+        start = end
+    return rows
+
+
 async def run(ctx: Context, section: r.Section) -> None:
     options = ctx.options
     if note := ctx.skipped_engines_note():
         section.note(f"_{note}_")
-    mix = ", ".join(f"{QUERIES[name][0]} ×{weight}" for name, (_, weight) in QUERIES.items())
+    mix = ", ".join(
+        f"{QUERIES[name][0]} ×{weight}" for name, (_, weight) in QUERIES.items() if weight
+    )
+    exports = (
+        f" One more client starts a full CSV export of every conversation every "
+        f"{r.secs(options.load_export_every)} s, whether the previous one has finished or "
+        f"not; its times are in the per-request table and in the totals."
+        if options.load_export_every > 0
+        else ""
+    )
     section.note(
         f"{options.load_clients} concurrent clients (one keep-alive connection each, in the "
         f"benchmark process) send a weighted random mix of the section-2 requests for "
-        f"{r.secs(options.load_seconds)} s to `powerpulse serve` on loopback (a copy of the "
+        f"{r.secs(options.load_seconds)} s to `powerpulse serve --processes "
+        f"{options.load_processes}` on loopback (a copy of the "
         f"section-2 dataset; in-process lexicon worker; `POWERPULSE_AUTH_DISABLED=1`; "
         f"`POWERPULSE_RATE_LIMIT_PER_MINUTE=0` and `POWERPULSE_UPLOAD_RATE_LIMIT_PER_HOUR=0` "
         f"turn the rate limits off). At the start, another client uploads a "
         f"{options.load_upload_messages:,}-message export (new chats), which the server "
         f"stores and then analyses while the queries run. Requests per second count every "
         f"request completed, over the time until the last client finished. An error is any "
-        f"non-200 answer, GraphQL error or failed connection. Mix weights: {mix}."
+        f"non-200 answer, GraphQL error or failed connection. Mix weights: {mix}.{exports}"
     )
     summary_rows: list[list[Any]] = []
     upload_rows: list[list[Any]] = []
     per_query_rows: list[list[Any]] = []
+    timeline_rows: list[list[Any]] = []
     try:
         for engine in ctx.engines():
             try:
@@ -114,13 +184,19 @@ async def run(ctx: Context, section: r.Section) -> None:
                 section.error(f"{engine} preparation", exc)
                 continue
             try:
-                async with serve(ctx, clone, label=f"load-{engine}", worker=True) as (
+                async with serve(
+                    ctx,
+                    clone,
+                    label=f"load-{engine}",
+                    worker=True,
+                    processes=options.load_processes,
+                ) as (
                     service,
                     base_url,
                 ):
                     async with httpx.AsyncClient(base_url=base_url, timeout=300) as client:
                         params = await prepare_params(client, clone, deep_pages=options.deep_pages)
-                    reset_peak_rss(service.pid)
+                    reset_tree_peak_rss(service.pid)
                     ctx.log(
                         f"load: {options.load_clients} clients for {options.load_seconds:.0f}s "
                         f"on {engine}"
@@ -132,9 +208,10 @@ async def run(ctx: Context, section: r.Section) -> None:
                         upload_export["path"],
                         seconds=options.load_seconds,
                         clients=options.load_clients,
+                        export_every=options.load_export_every,
                         analysis_cap=180 if options.quick else 900,
                     )
-                    peak = proc_status(service.pid).get("VmHWM")
+                    peak = tree_peak_rss(service.pid)
                     alive = service.alive()
             except Exception as exc:
                 section.error(f"{engine} load run", exc)
@@ -185,6 +262,7 @@ async def run(ctx: Context, section: r.Section) -> None:
             )
             for rec in records:
                 by_name[rec[0]].append(rec)
+            timeline_rows.extend(_timeline(engine, records, info, seconds=options.load_seconds))
             for name in QUERIES:
                 items = by_name.get(name, [])
                 stats = r.summarise([rec[2] for rec in items])
@@ -213,7 +291,7 @@ async def run(ctx: Context, section: r.Section) -> None:
                         "p95 (ms)",
                         "p99 (ms)",
                         "Errors",
-                        "Server peak RSS (MiB)",
+                        "Server peak RSS, all processes (MiB)",
                     ],
                     summary_rows,
                 )
@@ -233,6 +311,17 @@ async def run(ctx: Context, section: r.Section) -> None:
                         "Analysis finished at (s)",
                     ],
                     upload_rows,
+                )
+            )
+        if timeline_rows:
+            section.add(
+                f"Over time (requests started in each {TIMELINE_STEP:g} s window; the upload "
+                "is stored from 0 s until its answer, then analysed until the job finishes):"
+                "\n\n"
+                + r.table(
+                    ["Engine", "From (s)", "Requests", "p50 (ms)", "p95 (ms)", "Errors", "Upload"],
+                    timeline_rows,
+                    align="lrrrrrl",
                 )
             )
         if per_query_rows:
