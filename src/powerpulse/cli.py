@@ -206,7 +206,7 @@ def _is_loopback(host: str) -> bool:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app, settle_heap
+    from .app import create_app, favour_the_event_loop, settle_heap
 
     settings = _load_settings()
     if settings.auth_disabled and not _is_loopback(args.host):
@@ -236,6 +236,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve_processes(args, settings, migrate=migrate)
     app = create_app(settings, run_worker=not args.no_worker, migrate=migrate)
     settle_heap()
+    favour_the_event_loop()
     uvicorn.run(
         app,
         host=args.host,
@@ -284,11 +285,12 @@ def _serve_processes(args: argparse.Namespace, settings: Settings, *, migrate: b
 
 def serving_app() -> Any:
     """The app of one process of `serve --processes N` (settings from the environment)."""
-    from .app import create_app, settle_heap
+    from .app import create_app, favour_the_event_loop, settle_heap
 
     settings = _load_settings()
     app = create_app(settings, run_worker=os.environ.get(SERVE_WORKER_ENV, "1") != "0")
     settle_heap()
+    favour_the_event_loop()
     return app
 
 
