@@ -215,7 +215,17 @@ class ConversationFacts:
 
     @property
     def nbytes(self) -> int:
-        return sum(values.nbytes for values in self._columns.values()) + 3 * self.size * 8
+        """Memory of the columns, the id index and the sorted orders computed so far."""
+        derived = (
+            self.__dict__.get(name) for name in ("answered_by_first_response", "replies_by_minutes")
+        )
+        return (
+            sum(values.nbytes for values in self._columns.values())
+            + self._order.nbytes
+            + self._sorted_ids.nbytes
+            + self.done.nbytes
+            + sum(values.nbytes for values in derived if values is not None)
+        )
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Positions of conversation ids in the columns; NULL for ids not held."""
