@@ -14,6 +14,7 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
+    text,
     type_coerce,
     update,
 )
@@ -285,16 +286,40 @@ class ConversationRepository(Repository):
     async def insert_many(
         self, tenant_id: int, rows: Sequence[dict[str, Any]], *, version: int
     ) -> dict[str, int]:
-        """Insert new conversations, stamped with `version`; returns their ids by chat id."""
+        """Insert new conversations, stamped with `version`; returns their ids by chat id.
+
+        Ids are taken before the rows go in, so no lookup follows the insert. Call it in a
+        write transaction that has already written (an upload's begins by raising the
+        tenant's version): on SQLite it is then the only writer until it commits.
+        """
         if not rows:
             return {}
+        ids = await self._new_ids(len(rows))
         columns = ("chat_id", *MEASUREMENT_COLUMNS)
         await self.bulk_insert(
             conversations,
-            ("tenant_id", "data_version", *columns),
-            [(tenant_id, version, *(row[column] for column in columns)) for row in rows],
+            ("id", "tenant_id", "data_version", *columns),
+            [
+                (new_id, tenant_id, version, *(row[column] for column in columns))
+                for new_id, row in zip(ids, rows, strict=True)
+            ],
         )
-        return await self.ids_by_chat_id(tenant_id, [row["chat_id"] for row in rows])
+        return {row["chat_id"]: new_id for new_id, row in zip(ids, rows, strict=True)}
+
+    async def _new_ids(self, count: int) -> list[int]:
+        if self.is_postgres:
+            taken = await self.connection.execute(
+                text(
+                    "SELECT nextval(pg_get_serial_sequence('conversations', 'id')) "
+                    "FROM generate_series(1, :count)"
+                ),
+                {"count": count},
+            )
+            return [int(value) for (value,) in taken]
+        # As SQLite itself numbers rows: one more than the largest id (a single writer).
+        largest = (await self.connection.execute(select(func.max(_c.id)))).scalar()
+        start = int(largest or 0) + 1
+        return list(range(start, start + count))
 
     async def update_measurements(
         self, tenant_id: int, rows: Sequence[dict[str, Any]], *, version: int
