@@ -93,9 +93,15 @@ async def postgres_url() -> AsyncIterator[str]:
 def settings_factory(database_url: str) -> Any:
     def build(**overrides: Any) -> Settings:
         # Most tests act as the default tenant; authentication has tests of its own.
-        return Settings(
-            database_url=database_url, env="test", **{"auth_disabled": True, **overrides}
-        )
+        # Analytics facts are read on the first question, not ahead in the background,
+        # so tests that count a request's statements count only that request's; and every
+        # write is seen by the next request (tests of the staleness window set their own).
+        defaults = {
+            "auth_disabled": True,
+            "analytics_preload": False,
+            "analytics_staleness_seconds": 0,
+        }
+        return Settings(database_url=database_url, env="test", **{**defaults, **overrides})
 
     return build
 

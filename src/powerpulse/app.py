@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cross_web import HTTPException
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -24,6 +26,7 @@ from strawberry.types.unset import UNSET
 from . import __version__, exports
 from .analysis.base import Analyzer
 from .db import Database, create_engine
+from .errors import PowerPulseError
 from .exports import ExportSlots
 from .graphql.context import Context, Services
 from .graphql.schema import build_schema
@@ -43,8 +46,7 @@ from .ratelimit import RateLimiter
 from .repositories.tenants import TenantRepository
 from .services.analysis import AnalysisWorker, AnalyzerRegistry, WorkerBusy, build_analyzer
 from .services.analytics import AnalyticsService
-from .services.base import csi_parameters
-from .services.cache import AnswerCache
+from .services.base import answer_cache, csi_parameters
 from .services.conversations import ConversationService
 from .services.exports import ExportService
 from .services.facts import FactStore
@@ -78,7 +80,26 @@ class AppState:
     def analyzer(self) -> Analyzer:
         return self.analyzers.default
 
+    _preloading: asyncio.Task[None] | None = None
+
+    def start_preloading_facts(self) -> None:
+        """Read every tenant's analytics facts in the background (FactStore.preload)."""
+
+        async def preload() -> None:
+            try:
+                async with self.database.read() as connection:
+                    tenants = await TenantRepository(connection).all()
+                await self.facts.preload([row["id"] for row in tenants])
+            except (PowerPulseError, OSError, SQLAlchemyError) as exc:
+                # The facts are read on the first question instead; nothing is lost.
+                logger.warning("analytics facts not read ahead: %s", type(exc).__name__)
+
+        self._preloading = asyncio.create_task(preload())
+
     async def close(self) -> None:
+        if self._preloading is not None:
+            self._preloading.cancel()
+            await asyncio.gather(self._preloading, return_exceptions=True)
         await self.worker.stop()
         await self.analyzers.aclose()
         await self.database.dispose()
@@ -131,7 +152,7 @@ async def open_state(settings: Settings, *, migrate: bool | None = None) -> AppS
     worker = AnalysisWorker(database, settings, analyzers, tenants=tenants)
     # One cache of analytics answers and counts, and one store of the tenants' conversation
     # facts, for the process's read services.
-    answers = AnswerCache(settings.analytics_cache_entries)
+    answers = answer_cache(settings)
     facts = FactStore(
         database, csi_parameters(settings), memory_bytes=settings.analytics_memory_mib << 20
     )
@@ -269,6 +290,8 @@ def create_app(
                     await state.worker.start()
                 except WorkerBusy as exc:
                     logger.warning("serving without an analysis worker: %s", exc)
+            if settings.analytics_preload:
+                state.start_preloading_facts()
             yield {"powerpulse": state}
         finally:
             await state.close()

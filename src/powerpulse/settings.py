@@ -95,6 +95,18 @@ class Settings(BaseSettings):
             "200 bytes a conversation); the least recently asked tenants are dropped beyond."
         ),
     )
+    analytics_staleness_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="After a write, analytics answers whose computation began less than this "
+        "long ago are still given, so that analysis storing batches does not recompute every "
+        "answer for every batch (0: every write is seen by the next request).",
+    )
+    analytics_preload: bool = Field(
+        default=True,
+        description="Read the tenants' conversation facts in the background when a process "
+        "starts, so the first dashboards do not wait for them.",
+    )
     max_page_size: int = Field(default=100, gt=0, description="Largest allowed `first`.")
     db_pool_size: int = Field(
         default=20,

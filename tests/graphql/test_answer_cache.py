@@ -277,3 +277,55 @@ async def test_a_failed_computation_fails_its_waiters_and_is_retried() -> None:
     counter = Counter()
     assert await cache.answer((1, 0, "q"), counter.compute("back")) == "back"
     assert counter.calls == 1
+
+
+# -- answers within the staleness window -------------------------------------------------
+
+
+async def test_a_recent_answer_is_given_for_a_newer_version_within_the_tolerance() -> None:
+    cache = AnswerCache(10, tolerance=60)
+    counter = Counter()
+    assert await cache.answer((1, 0, "q"), counter.compute("v0")) == "v0"
+    # Newer data, but the answer is seconds old: given again, nothing computed.
+    assert await cache.answer((1, 1, "q"), counter.compute("v1")) == "v0"
+    assert (counter.calls, cache.stats.recent) == (1, 1)
+    # Exact questions compute; and the newest answer then serves later versions.
+    assert await cache.answer((1, 1, "q"), counter.compute("v1"), exact=True) == "v1"
+    assert await cache.answer((1, 2, "q"), counter.compute("v2")) == "v1"
+    # Other questions and other tenants never borrow an answer.
+    assert await cache.answer((1, 2, "other"), counter.compute("o")) == "o"
+    assert await cache.answer((2, 2, "q"), counter.compute("t2")) == "t2"
+    assert counter.calls == 4
+
+
+async def test_past_the_tolerance_a_newer_version_is_computed() -> None:
+    cache = AnswerCache(10, tolerance=0.05)
+    counter = Counter()
+    await cache.answer((1, 0, "q"), counter.compute("v0"))
+    await asyncio.sleep(0.06)
+    assert await cache.answer((1, 1, "q"), counter.compute("v1")) == "v1"
+    assert counter.calls == 2
+    none = AnswerCache(10)  # no tolerance: every version computes
+    await none.answer((1, 0, "q"), counter.compute("a"))
+    assert await none.answer((1, 1, "q"), counter.compute("b")) == "b"
+
+
+async def test_analytics_trail_a_write_by_at_most_the_staleness_window(
+    start: Any, settings_factory: Any
+) -> None:
+    app = await start(settings_factory(analyzer="lexicon", analytics_staleness_seconds=1.0))
+    await app.upload(SAMPLE)
+    page = "query { conversations(first: 1) { totalCount } }"
+    asked = time.monotonic()
+    before, _ = await app.counted(METRICS)
+    answered = time.monotonic()  # its computation began between `asked` and now
+    count_before = (await app.data(page))["conversations"]["totalCount"]
+    await app.upload(EXTRA)
+    soon = await app.data(METRICS)
+    if time.monotonic() - asked < 1.0:  # the first answer is younger than the window
+        assert soon == before
+    # A list's count is exact: it goes with rows read from the database at the same moment.
+    assert (await app.data(page))["conversations"]["totalCount"] == count_before + 1
+    await asyncio.sleep(max(0.0, 1.05 - (time.monotonic() - answered)))
+    later = await app.data(METRICS)
+    assert later["metrics"]["totalConversations"] == before["metrics"]["totalConversations"] + 1

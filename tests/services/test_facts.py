@@ -245,3 +245,24 @@ async def test_writes_of_a_tenant_commit_in_version_order(
         assert (store.stats.refreshes, store.stats.conversations_read) == (1, 20)
     finally:
         await state.close()
+
+
+async def test_a_starting_app_reads_the_facts_ahead_of_the_first_question(
+    app_client_factory: Any, settings_factory: Any
+) -> None:
+    writer = await app_client_factory(settings_factory(), run_worker=False)
+    response = await writer.upload(json.dumps(generate_export(chats=40, seed=9)).encode())
+    assert response.status_code == 200, response.text
+
+    reader = await app_client_factory(settings_factory(analytics_preload=True), run_worker=False)
+    state = reader.state
+    for _ in range(200):
+        if state.facts.held(state.default_tenant_id) is not None:
+            break
+        await asyncio.sleep(0.02)
+    facts = state.facts.held(state.default_tenant_id)
+    assert facts is not None and facts.size == 40
+    assert state.facts.stats.loads == 1
+    answer = await reader.data("{ metrics { totalConversations } }")
+    assert answer["metrics"]["totalConversations"] == 40
+    assert state.facts.stats.loads == 1  # the question used the facts read ahead

@@ -34,6 +34,12 @@ def csi_parameters(settings: Settings) -> CsiParameters:
     )
 
 
+def answer_cache(settings: Settings) -> AnswerCache:
+    return AnswerCache(
+        settings.analytics_cache_entries, tolerance=settings.analytics_staleness_seconds
+    )
+
+
 class ReadService:
     """A service answering one tenant's questions in that tenant's timezone."""
 
@@ -50,7 +56,7 @@ class ReadService:
         self._settings = settings
         self._tenants = tenants or TenantDirectory(database, settings)
         self._csi = csi_parameters(settings)
-        self._cache = cache if cache is not None else AnswerCache(settings.analytics_cache_entries)
+        self._cache = cache if cache is not None else answer_cache(settings)
         self._facts = facts or FactStore(
             database, self._csi, memory_bytes=settings.analytics_memory_mib * 1024 * 1024
         )
@@ -60,18 +66,23 @@ class ReadService:
         tenant_id: int,
         question: Hashable,
         compute: Callable[[int], Awaitable[T]],
+        *,
+        exact: bool = False,
     ) -> T:
         """`compute(version)` for the tenant's current data version, or its kept answer.
 
-        Answers are kept while the tenant's data version is unchanged (services/cache.py).
-        `compute` must open any connection it needs itself: other requests may be waiting
-        on its answer after the asking request has gone.
+        Answers are kept while the tenant's data version is unchanged, and a recent one is
+        given for a newer version unless `exact` (services/cache.py). `compute` must open
+        any connection it needs itself: other requests may be waiting on its answer after
+        the asking request has gone.
         """
         async with self._database.read() as connection:
             version = await TenantRepository(connection).data_version(tenant_id)
         if not self._cache.enabled:
             return await compute(version)
-        return await self._cache.answer((tenant_id, version, question), lambda: compute(version))
+        return await self._cache.answer(
+            (tenant_id, version, question), lambda: compute(version), exact=exact
+        )
 
     async def _selected(
         self, tenant_id: int, version: int, criteria: ConversationCriteria

@@ -66,7 +66,8 @@ class ConversationService(ReadService):
             _facts, mask = await self._selected(tenant_id, version, criteria)
             return int(mask.sum())
 
-        return await self._kept(tenant_id, ("conversation_count", criteria), count)
+        # Exact: the count goes with a page read from the database at the same moment.
+        return await self._kept(tenant_id, ("conversation_count", criteria), count, exact=True)
 
     async def get(self, tenant_id: int, chat_id: str) -> Mapping[str, Any] | None:
         # Chat ids were stored cleaned (no NUL, no unpaired surrogates, which the drivers
