@@ -58,12 +58,13 @@ async def version(state: AppState) -> int:
         return await TenantRepository(connection).data_version(state.default_tenant_id)
 
 
-def fresh_store(state: AppState, *, full_reload_share: float = 0.25) -> FactStore:
+def fresh_store(state: AppState, *, full_reload_share: float = 0.25, **options: Any) -> FactStore:
     return FactStore(
         state.database,
         csi_parameters(state.settings),
         memory_bytes=1 << 30,
         full_reload_share=full_reload_share,
+        **options,
     )
 
 
@@ -150,6 +151,42 @@ async def test_facts_brought_up_to_date_equal_facts_read_whole(state: AppState) 
         assert current.version == whole.version == await version(state)
     assert store.stats.refreshes == len(steps)
     assert int(current.done.sum()) == current.size  # every conversation judged in the end
+
+
+async def test_facts_read_a_few_conversations_at_a_time_equal_facts_read_at_once(
+    state: AppState,
+) -> None:
+    """Reads go a batch of conversations at a time (one batch of rows held at once); the
+    batches' edges must lose or repeat nothing, and another tenant's conversations, whose
+    ids lie between this tenant's, must not leak into its ranges."""
+    async with state.database.write() as connection:
+        other = await TenantRepository(connection).create("neighbour")
+    tenant = state.default_tenant_id
+    first = generate_export(chats=40, seed=31)
+    for index in range(4):  # the two tenants' ids interleave
+        await upload(state, generate_export(chats=9, seed=40 + index))
+        report = await state.services.ingest.ingest(
+            other, io.BytesIO(json.dumps(generate_export(chats=7, seed=50 + index)).encode())
+        )
+        assert not report.errors
+    await upload(state, first)
+    await state.worker.run_until_idle()
+
+    whole = await fresh_store(state).current(tenant, await version(state))
+    batched = fresh_store(state, batch=5, full_reload_share=float("inf"))
+    in_batches = await batched.current(tenant, await version(state))
+    assert in_batches.size == whole.size == 76
+    assert canonical(in_batches) == canonical(whole)
+    assert len(whole.topic_code) and len(whole.reply_minutes) and len(whole.agent_code)
+
+    # A refresh by changed ids, in batches too.
+    await upload(state, extended(first, 3))
+    await upload(state, generate_export(chats=12, seed=60))
+    refreshed = await batched.current(tenant, await version(state))
+    assert batched.stats.refreshes == 1
+    assert canonical(refreshed) == canonical(
+        await fresh_store(state).current(tenant, await version(state))
+    )
 
 
 async def test_an_unchanged_version_reads_nothing_and_a_refresh_only_changes(

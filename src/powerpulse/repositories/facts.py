@@ -7,7 +7,7 @@ whose rows changed since a data version (services/facts.py keeps them).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import BigInteger, Integer, and_, case, cast, func, select, union
@@ -29,8 +29,11 @@ from .selection import (
 
 _c = conversations.c
 _a = analyses.c
-# Ids per statement when SQLite reads facts by conversation id (PostgreSQL sends one array).
-SQLITE_IDS_PER_STATEMENT = 10_000
+# Conversations per statement: the caller turns each statement's rows into arrays before
+# the next is read, so reading a tenant of any size holds one batch of rows as Python
+# objects at a time (a conversation's children are a few rows each). Below SQLite's limit
+# of bound parameters, for reads by lists of ids.
+CONVERSATIONS_PER_BATCH = 20_000
 STATUS_CODES = {
     AnalysisStatus.PENDING.value: 0,
     AnalysisStatus.DONE.value: 1,
@@ -52,9 +55,16 @@ def epoch_microseconds(column: Any, *, postgres: bool) -> Any:
 
 
 class FactRepository(Repository):
-    def __init__(self, connection: Any, *, csi: CsiParameters | None = None) -> None:
+    def __init__(
+        self,
+        connection: Any,
+        *,
+        csi: CsiParameters | None = None,
+        batch: int = CONVERSATIONS_PER_BATCH,
+    ) -> None:
         super().__init__(connection)
         self.csi_parameters = csi or CsiParameters()
+        self._batch = batch
 
     async def begin_snapshot(self) -> None:
         """Make the reads that follow see one committed state, whatever commits meanwhile.
@@ -75,10 +85,11 @@ class FactRepository(Repository):
         )
         return [int(row[0]) for row in await self.connection.execute(statement)]
 
-    async def conversations(
+    def conversations(
         self, tenant_id: int, ids: Sequence[int] | None = None
-    ) -> list[Sequence[Any]]:
-        """Every conversation's facts, or those of `ids`, in services/facts.py's column order.
+    ) -> AsyncIterator[list[Sequence[Any]]]:
+        """Every conversation's facts, or those of `ids`, in services/facts.py's column order,
+        a batch of rows at a time.
 
         Judgements count only while their analysis is DONE (a changed chat keeps its old
         one while it waits to be judged again): otherwise flags and scores read -1, the
@@ -127,37 +138,49 @@ class FactRepository(Repository):
             csi["csi_efficiency"],
             csi["csi_empathy"],
         ).select_from(SOURCE)
-        if ids is None:
-            return await self._fetch(statement.where(*selection.conditions))
-        found: list[Sequence[Any]] = []
-        for chunk in self._chunks(ids):
-            found.extend(
-                await self._fetch(
-                    statement.where(
-                        self.owned_by(_c.tenant_id, tenant_id), self.among(_c.id, chunk)
-                    )
-                )
+        if ids is not None:
+            return self._batches(
+                statement.where(self.owned_by(_c.tenant_id, tenant_id), self.among(_c.id, chunk))
+                for chunk in self._chunks(ids)
             )
-        return found
+        return self._every_conversation(statement.where(self.owned_by(_c.tenant_id, tenant_id)))
 
-    async def reply_events(
-        self, tenant_id: int, ids: Sequence[int] | None = None
-    ) -> list[Sequence[Any]]:
+    async def _every_conversation(self, statement: Any) -> AsyncIterator[list[Sequence[Any]]]:
+        """A whole tenant's conversations, in batches by id (keyset: each batch walks the
+        primary key on from the last id of the one before; the tenant is checked per row,
+        as `owned_by` explains, so no index on the tenant is chosen and sorted instead)."""
+        last = None
+        while True:
+            page = statement if last is None else statement.where(_c.id > last)
+            rows = await self._fetch(page.order_by(_c.id).limit(self._batch))
+            if rows:
+                yield rows
+            if len(rows) < self._batch:
+                return
+            last = rows[-1][0]
+
+    def reply_events(
+        self, tenant_id: int, ids: Sequence[int], *, every: bool = False
+    ) -> AsyncIterator[list[Sequence[Any]]]:
         """(conversation id, agent, response minutes) of every reply event."""
         table = reply_events
         columns = (table.c.conversation_id, table.c.agent, table.c.response_minutes)
-        return await self._children(table, columns, tenant_id, ids)
+        return self._children(table, columns, tenant_id, ids, every=every)
 
-    async def agents(self, tenant_id: int, ids: Sequence[int] | None = None) -> list[Sequence[Any]]:
+    def agents(
+        self, tenant_id: int, ids: Sequence[int], *, every: bool = False
+    ) -> AsyncIterator[list[Sequence[Any]]]:
         """(conversation id, agent, messages the agent wrote in it)."""
         table = conversation_agents
         columns = (table.c.conversation_id, table.c.agent, table.c.message_count)
-        return await self._children(table, columns, tenant_id, ids)
+        return self._children(table, columns, tenant_id, ids, every=every)
 
-    async def topics(self, tenant_id: int, ids: Sequence[int] | None = None) -> list[Sequence[Any]]:
+    def topics(
+        self, tenant_id: int, ids: Sequence[int], *, every: bool = False
+    ) -> AsyncIterator[list[Sequence[Any]]]:
         """(conversation id, topic) of every analysis topic."""
         columns = (topics.c.conversation_id, topics.c.topic)
-        return await self._children(topics, columns, tenant_id, ids)
+        return self._children(topics, columns, tenant_id, ids, every=every)
 
     async def matching(self, tenant_id: int, criteria: ConversationCriteria) -> list[int]:
         """Ids of the conversations a filter selects, by the filter's own SQL.
@@ -167,27 +190,35 @@ class FactRepository(Repository):
         selection = Selection(tenant_id, criteria, self.csi_parameters)
         return [int(row[0]) for row in await self.connection.execute(selection.ids())]
 
-    async def _children(
+    def _children(
         self,
         table: Any,
         columns: Sequence[Any],
         tenant_id: int,
-        ids: Sequence[int] | None,
-    ) -> list[Sequence[Any]]:
+        ids: Sequence[int],
+        *,
+        every: bool,
+    ) -> AsyncIterator[list[Sequence[Any]]]:
+        """Rows of `table` belonging to the conversations `ids` (ascending), a batch of
+        conversations at a time. `every`: the ids are all the tenant's conversations, so
+        each batch is read as a range of ids rather than a list of them."""
         statement = select(*columns)
-        if ids is None:
-            return await self._fetch(statement.where(table.c.tenant_id == tenant_id))
-        found: list[Sequence[Any]] = []
-        for chunk in self._chunks(ids):
-            found.extend(
-                await self._fetch(
-                    statement.where(
-                        self.owned_by(table.c.tenant_id, tenant_id),
-                        self.among(table.c.conversation_id, chunk),
-                    )
-                )
+        owner = table.c.conversation_id
+        owned = self.owned_by(table.c.tenant_id, tenant_id)
+        if every:
+            return self._batches(
+                statement.where(owned, owner.between(chunk[0], chunk[-1]))
+                for chunk in self._chunks(ids)
             )
-        return found
+        return self._batches(
+            statement.where(owned, self.among(owner, chunk)) for chunk in self._chunks(ids)
+        )
+
+    async def _batches(self, statements: Iterable[Any]) -> AsyncIterator[list[Sequence[Any]]]:
+        for statement in statements:
+            rows = await self._fetch(statement)
+            if rows:
+                yield rows
 
     async def _fetch(self, statement: Any) -> list[Sequence[Any]]:
         """All rows of a read as the driver gives them (tuples, or asyncpg records).
@@ -208,8 +239,5 @@ class FactRepository(Repository):
             result.close()
 
     def _chunks(self, ids: Sequence[int]) -> Iterator[Sequence[int]]:
-        if self.is_postgres:
-            yield ids
-            return
-        for start in range(0, len(ids), SQLITE_IDS_PER_STATEMENT):
-            yield ids[start : start + SQLITE_IDS_PER_STATEMENT]
+        for start in range(0, len(ids), self._batch):
+            yield ids[start : start + self._batch]

@@ -21,9 +21,9 @@ import itertools
 import logging
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from operator import itemgetter
 from typing import Any
 
@@ -31,7 +31,12 @@ import numpy as np
 
 from ..db import Database
 from ..models import AnalysisStatus
-from ..repositories.facts import SENTIMENT_LABELS, STATUS_CODES, FactRepository
+from ..repositories.facts import (
+    CONVERSATIONS_PER_BATCH,
+    SENTIMENT_LABELS,
+    STATUS_CODES,
+    FactRepository,
+)
 from ..repositories.selection import CsiParameters
 from ..repositories.tenants import TenantRepository
 
@@ -252,29 +257,18 @@ class ConversationFacts:
         return facts
 
     @classmethod
-    def load(
-        cls,
-        version: int,
-        vocabularies: Vocabularies,
-        conversations: Sequence[Sequence[Any]],
-        replies: Sequence[Sequence[Any]],
-        agents: Sequence[Sequence[Any]],
-        topics: Sequence[Sequence[Any]],
-    ) -> ConversationFacts:
-        facts = cls(version, vocabularies, _conversation_columns(conversations, vocabularies))
-        children = facts._children(replies, agents, topics, facts.positions)
-        return cls(version, vocabularies, {**facts._columns, **children})
+    def loading(
+        cls, version: int, vocabularies: Vocabularies, fresh: dict[str, np.ndarray]
+    ) -> _Assembly:
+        """Facts of every conversation, from their columns; the children come next."""
+        facts = cls(version, vocabularies, fresh)
+        return _Assembly(
+            positions_of=facts.positions,
+            finish=lambda children: cls(version, vocabularies, {**fresh, **children}),
+        )
 
-    def merged(
-        self,
-        version: int,
-        conversations: Sequence[Sequence[Any]],
-        replies: Sequence[Sequence[Any]],
-        agents: Sequence[Sequence[Any]],
-        topics: Sequence[Sequence[Any]],
-    ) -> ConversationFacts:
-        """These facts with the given conversations (and all their children) replaced."""
-        fresh = _conversation_columns(conversations, self.vocabularies)
+    def merging(self, version: int, fresh: dict[str, np.ndarray]) -> _Assembly:
+        """These facts with the `fresh` conversations (and all their children) replaced."""
         positions = self.positions(fresh["ids"])
         known = positions >= 0
         added = int((~known).sum())
@@ -300,27 +294,42 @@ class ConversationFacts:
             found = sorted_ids[index] == ids
             return np.where(found, new_positions[order[index]], NULL)
 
-        children = self._children(replies, agents, topics, positions_of)
-        for table in CHILD_TABLES:
-            owner = next(iter(table))
-            kept = ~changed[self._columns[owner]]
-            for name in table:
-                columns[name] = np.concatenate([self._columns[name][kept], children[name]])
-        return ConversationFacts(version, self.vocabularies, columns)
+        def finish(children: dict[str, np.ndarray]) -> ConversationFacts:
+            merged = dict(columns)
+            for table in CHILD_TABLES:
+                owner = next(iter(table))
+                kept = ~changed[self._columns[owner]]
+                for name in table:
+                    merged[name] = np.concatenate([self._columns[name][kept], children[name]])
+            return ConversationFacts(version, self.vocabularies, merged)
 
-    def _children(
-        self,
-        replies: Sequence[Sequence[Any]],
-        agents: Sequence[Sequence[Any]],
-        topics: Sequence[Sequence[Any]],
-        positions_of: Any,
-    ) -> dict[str, np.ndarray]:
-        vocabularies = self.vocabularies
-        return {
-            **_child_columns(replies, REPLY_COLUMNS, positions_of, vocabularies.agents),
-            **_child_columns(agents, AGENT_COLUMNS, positions_of, vocabularies.agents),
-            **_child_columns(topics, TOPIC_COLUMNS, positions_of, vocabularies.topics),
-        }
+        return _Assembly(positions_of=positions_of, finish=finish)
+
+
+@dataclass(frozen=True, slots=True)
+class _Assembly:
+    """New facts being built: conversations are placed, their children are read next.
+
+    `positions_of` maps conversation ids to positions in the new facts (NULL for ids not
+    in them); `finish` takes the children's columns and returns the facts.
+    """
+
+    positions_of: Callable[[np.ndarray], np.ndarray]
+    finish: Callable[[dict[str, np.ndarray]], ConversationFacts]
+
+
+async def _columns_in_batches(
+    batches: AsyncIterator[Sequence[Sequence[Any]]],
+    convert: Callable[[Sequence[Sequence[Any]]], dict[str, np.ndarray]],
+) -> dict[str, np.ndarray]:
+    """Rows read a batch at a time, each batch turned into columns before the next is read,
+    then the columns joined: a read never holds more than one batch of rows."""
+    parts = [convert(rows) async for rows in batches]
+    if not parts:
+        return convert([])
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
 @dataclass(slots=True)
@@ -340,11 +349,13 @@ class FactStore:
         *,
         memory_bytes: int,
         full_reload_share: float = FULL_RELOAD_SHARE,
+        batch: int = CONVERSATIONS_PER_BATCH,
     ) -> None:
         self._database = database
         self._csi = csi
         self._memory_bytes = memory_bytes
         self._full_reload_share = full_reload_share
+        self._batch = batch  # conversations read per statement
         self._held: OrderedDict[int, ConversationFacts] = OrderedDict()
         self._locks: dict[int, asyncio.Lock] = {}
         self._vocabularies: dict[int, Vocabularies] = {}
@@ -367,7 +378,7 @@ class FactStore:
     async def _read(self, tenant_id: int, held: ConversationFacts | None) -> ConversationFacts:
         vocabularies = self._vocabularies.setdefault(tenant_id, Vocabularies())
         async with self._database.read(consistent=True) as connection:
-            facts = FactRepository(connection, csi=self._csi)
+            facts = FactRepository(connection, csi=self._csi, batch=self._batch)
             await facts.begin_snapshot()
             version = await TenantRepository(connection).data_version(tenant_id)
             changed: list[int] | None = None
@@ -378,18 +389,35 @@ class FactStore:
                 if len(changed) > self._full_reload_share * held.size:
                     changed = None
             ids = None if changed is None else sorted(changed)
-            conversations = await facts.conversations(tenant_id, ids)
-            replies = await facts.reply_events(tenant_id, ids)
-            agents = await facts.agents(tenant_id, ids)
-            topics = await facts.topics(tenant_id, ids)
-        self.stats.conversations_read += len(conversations)
-        if held is None or ids is None:
-            self.stats.loads += 1
-            return ConversationFacts.load(
-                version, vocabularies, conversations, replies, agents, topics
+            fresh = await _columns_in_batches(
+                facts.conversations(tenant_id, ids),
+                lambda rows: _conversation_columns(rows, vocabularies),
             )
-        self.stats.refreshes += 1
-        return held.merged(version, conversations, replies, agents, topics)
+            if held is None or ids is None:
+                self.stats.loads += 1
+                assembly = ConversationFacts.loading(version, vocabularies, fresh)
+            else:
+                self.stats.refreshes += 1
+                assembly = held.merging(version, fresh)
+            # Children of every conversation read, or of the changed ones.
+            owners = fresh["ids"].tolist() if ids is None else ids
+            children: dict[str, np.ndarray] = {}
+            for read, columns, vocabulary in (
+                (facts.reply_events, REPLY_COLUMNS, vocabularies.agents),
+                (facts.agents, AGENT_COLUMNS, vocabularies.agents),
+                (facts.topics, TOPIC_COLUMNS, vocabularies.topics),
+            ):
+                children |= await _columns_in_batches(
+                    read(tenant_id, owners, every=ids is None),
+                    partial(
+                        _child_columns,
+                        columns=columns,
+                        positions_of=assembly.positions_of,
+                        vocabulary=vocabulary,
+                    ),
+                )
+        self.stats.conversations_read += len(fresh["ids"])
+        return assembly.finish(children)
 
     async def preload(self, tenant_ids: Sequence[int]) -> None:
         """Read tenants' facts before anyone asks, while the memory bound allows.
