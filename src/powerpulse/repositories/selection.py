@@ -7,8 +7,11 @@ metrics, the series, the breakdowns and the exports.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, func, literal, select
@@ -55,8 +58,13 @@ def _when_done(expression: Any) -> Any:
     return case((DONE, expression), else_=None)
 
 
-def csi_columns(parameters: CsiParameters) -> dict[str, Any]:
-    """The CSI and its four pillars (0-100) as SQL, null unless the analysis is DONE."""
+@functools.lru_cache(maxsize=32)
+def csi_columns(parameters: CsiParameters) -> Mapping[str, Any]:
+    """The CSI and its four pillars (0-100) as SQL, null unless the analysis is DONE.
+
+    Built once per set of parameters: constructing these expressions took about 3 ms of
+    every conversations page. SQL expressions are immutable, so statements share them.
+    """
     resolved_points = case((_a.resolved.is_(True), 50.0), else_=0.0)
     fcr_points = case((_a.first_contact_resolution.is_(True), 50.0), else_=0.0)
     effectiveness = resolved_points + fcr_points
@@ -77,13 +85,15 @@ def csi_columns(parameters: CsiParameters) -> dict[str, Any]:
         + efficiency * parameters.efficiency_weight
         + empathy * parameters.empathy_weight
     )
-    return {
-        "csi": _when_done(score),
-        "csi_effectiveness": _when_done(effectiveness),
-        "csi_effort": _when_done(effort),
-        "csi_efficiency": _when_done(efficiency),
-        "csi_empathy": _when_done(empathy),
-    }
+    return MappingProxyType(
+        {
+            "csi": _when_done(score),
+            "csi_effectiveness": _when_done(effectiveness),
+            "csi_effort": _when_done(effort),
+            "csi_efficiency": _when_done(efficiency),
+            "csi_empathy": _when_done(empathy),
+        }
+    )
 
 
 def _exists_for_conversation(table: Any, *conditions: Any) -> ColumnElement[bool]:
