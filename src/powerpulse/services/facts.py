@@ -444,7 +444,7 @@ class FactStore:
         return sum(facts.nbytes for facts in self._held.values())
 
     def _evict(self, *, keep: int) -> None:
-        total = sum(facts.nbytes for facts in self._held.values())
+        total = self.held_bytes()
         for tenant_id in list(self._held):
             if total <= self._memory_bytes:
                 break
