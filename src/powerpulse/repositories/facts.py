@@ -23,6 +23,7 @@ from .selection import (
     analyses,
     conversation_agents,
     conversations,
+    csi_columns,
     reply_events,
     topics,
 )
@@ -95,8 +96,7 @@ class FactRepository(Repository):
         one while it waits to be judged again): otherwise flags and scores read -1, the
         language NULL and tokens and cost 0, and the CSI is NULL already.
         """
-        selection = Selection(tenant_id, ConversationCriteria(), self.csi_parameters)
-        csi = selection.csi
+        csi = csi_columns(self.csi_parameters)
 
         def judged(column: Any, otherwise: Any = -1) -> Any:
             return case((DONE, func.coalesce(cast(column, Integer), otherwise)), else_=otherwise)
