@@ -260,6 +260,21 @@ def tree_peak_rss(pid: int) -> int | None:
     return sum(known) if known else None
 
 
+async def descendants_peak_rss(pid: int, stop: asyncio.Event, interval: float = 0.1) -> int | None:
+    """Until `stop` is set, the largest peak RSS (VmHWM) seen of any descendant of a process
+    (the parsing process of an upload lives only as long as the upload: it is sampled)."""
+    peak: int | None = None
+    while True:
+        for member in process_tree(pid)[1:]:
+            seen = proc_status(member).get("VmHWM")
+            if seen and (peak is None or seen > peak):
+                peak = seen
+        if stop.is_set():
+            return peak
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
 def reset_tree_peak_rss(pid: int) -> None:
     for member in process_tree(pid):
         reset_peak_rss(member)

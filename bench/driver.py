@@ -145,6 +145,9 @@ async def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
         result["ingest_seconds"] = time.perf_counter() - started
         result["rss_before_bytes"] = rss_before
         result["peak_rss_after_ingest_bytes"] = _peak_rss()
+        # An upload's parsing process, if it had one, is this process's only child so far.
+        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        result["parse_peak_rss_bytes"] = children or None
         for name in (
             "conversations_received",
             "messages_received",

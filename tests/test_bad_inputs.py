@@ -342,10 +342,23 @@ def test_the_corpus_is_committed_as_the_generator_builds_it() -> None:
     assert len(generator.generate("huge_message")) > 5 * 1024 * 1024
 
 
+# Small files are read in a thread and big ones parsed in a process of their own: the
+# corpus runs both ways, every file through each.
+PARSE_MODES = {
+    "thread": {"ingest_parse_process": False},
+    "process": {"ingest_parse_process": True, "ingest_process_min_mib": 0},
+}
+
+
+@pytest.mark.parametrize("parse_mode", PARSE_MODES.values(), ids=PARSE_MODES.keys())
 async def test_every_bad_input_is_refused_or_stored_exactly(
-    app_client_factory: Any, settings_factory: Any, database_url: str, subtests: Any
+    app_client_factory: Any,
+    settings_factory: Any,
+    database_url: str,
+    subtests: Any,
+    parse_mode: dict[str, Any],
 ) -> None:
-    settings = settings_factory(**MANIFEST["settings"], **NO_RATE_LIMITS)
+    settings = settings_factory(**MANIFEST["settings"], **NO_RATE_LIMITS, **parse_mode)
     client = await app_client_factory(settings, run_worker=False)
     status, body = await upload(client, _baseline())
     assert status == 200 and "errors" not in body, body

@@ -72,7 +72,18 @@ def report_value(stdout: str, label: str) -> int:
     return int(match.group(1).replace(",", ""))
 
 
-def test_ingest_prints_the_report_and_exits_zero(tmp_path: Path, cli_env: dict[str, str]) -> None:
+# Uploads this small are read in a thread unless every upload is parsed in a process.
+PARSE_MODES = {
+    "thread": {"POWERPULSE_INGEST_PARSE_PROCESS": "false"},
+    "process": {"POWERPULSE_INGEST_PROCESS_MIN_MIB": "0"},
+}
+
+
+@pytest.mark.parametrize("parse_env", PARSE_MODES.values(), ids=PARSE_MODES.keys())
+def test_ingest_prints_the_report_and_exits_zero(
+    tmp_path: Path, cli_env: dict[str, str], parse_env: dict[str, str]
+) -> None:
+    cli_env.update(parse_env)
     export = tmp_path / "export.json"
     export.write_text(json.dumps(EXPORT))
 
@@ -94,9 +105,11 @@ def test_ingest_prints_the_report_and_exits_zero(tmp_path: Path, cli_env: dict[s
     assert report_value(second.stdout, "duplicates skipped") == 4
 
 
+@pytest.mark.parametrize("parse_env", PARSE_MODES.values(), ids=PARSE_MODES.keys())
 def test_ingest_of_a_broken_file_exits_one_with_a_message_on_stderr(
-    tmp_path: Path, cli_env: dict[str, str]
+    tmp_path: Path, cli_env: dict[str, str], parse_env: dict[str, str]
 ) -> None:
+    cli_env.update(parse_env)
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps(EXPORT)[:-25])
 

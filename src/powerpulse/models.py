@@ -23,14 +23,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
+from .kinds import SenderKind
+
+__all__ = ["SenderKind"]  # defined with the other plain values, used with the tables
+
 # SQLite has no 64-bit autoincrement type distinct from INTEGER PRIMARY KEY.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
-
-
-class SenderKind(enum.StrEnum):
-    CUSTOMER = "CUSTOMER"
-    AGENT = "AGENT"
-    BOT = "BOT"
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -80,6 +80,18 @@ class Settings(BaseSettings):
     ingest_batch_chats: int = Field(
         default=500, gt=0, description="Chats stored per database round trip during ingest."
     )
+    ingest_parse_process: bool = Field(
+        default=True,
+        description=(
+            "Parse big uploads in a child process, so that parsing and storing use a core "
+            "each (false: always in a thread of the serving process)."
+        ),
+    )
+    ingest_process_min_mib: int = Field(
+        default=8,
+        ge=0,
+        description="Uploads at least this large (MiB) are parsed in a child process.",
+    )
     analytics_cache_entries: int = Field(
         default=1000,
         ge=0,

@@ -152,14 +152,27 @@ class Env:
         )
 
 
+# Every upload of these tests is small: each runs once with uploads read in a thread, as
+# small ones are, and once with every upload parsed in a process of its own, as big ones are.
+PARSE_MODES = {
+    "thread": {"ingest_parse_process": False},
+    "process": {"ingest_parse_process": True, "ingest_process_min_mib": 0},
+}
+
+
+@pytest.fixture(params=PARSE_MODES)
+def parse_mode(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return PARSE_MODES[request.param]
+
+
 @pytest.fixture
 async def make_env(
-    settings_factory: Callable[..., Settings],
+    settings_factory: Callable[..., Settings], parse_mode: dict[str, Any]
 ) -> AsyncIterator[Callable[..., Any]]:
     databases: list[Database] = []
 
     async def build(**overrides: Any) -> Env:
-        settings = settings_factory(**overrides)
+        settings = settings_factory(**{**parse_mode, **overrides})
         database = Database(create_engine(settings))
         databases.append(database)
         await create_schema(database.engine)

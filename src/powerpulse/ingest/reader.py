@@ -6,9 +6,9 @@ while the previous batch is being stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import IO, Any, NamedTuple
 
 from ..services.conversation_metrics import ConversationMeasurements, measure_conversation
@@ -71,6 +71,29 @@ def measure_in_time_order(
 
 def _sent_at(message: NormalisedMessage) -> Any:
     return message.sent_at
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    """How an upload is read and packed; plain values, so it can cross to another process."""
+
+    max_message_chars: int
+    max_reported_errors: int
+    autoresponse_patterns: tuple[str, ...]
+    session_gap: timedelta
+    batch_chats: int
+    # A UTC datetime in the database's storage form (powerpulse.kinds.storage_timestamps).
+    timestamp: Callable[[datetime], Any] | None
+
+    def reader(self, stream: IO[bytes], report: UploadReport) -> ChatReader:
+        return ChatReader(
+            stream,
+            max_message_chars=self.max_message_chars,
+            max_reported_errors=self.max_reported_errors,
+            autoresponse_patterns=self.autoresponse_patterns,
+            session_gap=self.session_gap,
+            report=report,
+        )
 
 
 class ChatReader:

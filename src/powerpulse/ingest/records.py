@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from ..models import SenderKind
+from ..kinds import SenderKind
 
 MAX_CHAT_ID_LENGTH = 255
 MAX_IDENTIFIER_LENGTH = 255

@@ -32,11 +32,11 @@ def require_fast_json_backend() -> str:
     return str(ijson.backend)
 
 
-class _Prefixed(io.RawIOBase):
+class PrefixedStream(io.RawIOBase):
     """A binary stream that first replays bytes already peeked from the source."""
 
     def __init__(self, head: bytes, rest: IO[bytes]) -> None:
-        self._head = head
+        self._head = memoryview(head)
         self._rest = rest
 
     def readable(self) -> bool:
@@ -144,7 +144,7 @@ def _open_top_level(stream: IO[bytes]) -> IO[bytes]:
         raise InvalidUpload(
             f"the top-level JSON value is {kind}; expected an object of chat id → messages"
         )
-    guarded = _DepthGuard(_Prefixed(head, stream))
+    guarded = _DepthGuard(PrefixedStream(head, stream))
     return io.BufferedReader(guarded, buffer_size=_PEEK_BYTES)
 
 

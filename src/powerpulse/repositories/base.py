@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Boolean, ColumnElement, String, any_, bindparam, select, type_coerce
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..kinds import sqlite_timestamp, storage_timestamps
 from ..models import UTCDateTime
-
-
-def _sqlite_timestamp(value: datetime | None) -> str | None:
-    """A timestamp as SQLAlchemy itself stores it in SQLite: naive UTC text."""
-    if value is None:
-        return None
-    if value.tzinfo is UTC:  # how every parsed time arrives: drop the "+00:00"
-        return value.isoformat(" ", "microseconds")[:-6]
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat(" ", "microseconds")
 
 
 def _sqlite_converters(table: Any, columns: Sequence[str]) -> list[tuple[int, Any]]:
@@ -29,7 +18,7 @@ def _sqlite_converters(table: Any, columns: Sequence[str]) -> list[tuple[int, An
     for index, name in enumerate(columns):
         column_type = table.c[name].type
         if isinstance(column_type, UTCDateTime):
-            converters.append((index, _sqlite_timestamp))
+            converters.append((index, sqlite_timestamp))
         elif isinstance(column_type, Boolean):
             converters.append((index, lambda value: None if value is None else int(value)))
     return converters
@@ -61,13 +50,25 @@ class Repository:
     def __init__(self, connection: AsyncConnection) -> None:
         self.connection = connection
 
+    @property
+    def timestamp_form(self) -> Any:
+        """What `prepared` rows hold for a timestamp (see storage_timestamps)."""
+        return storage_timestamps(self.connection.dialect.name)
+
     async def bulk_insert(
-        self, table: Any, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+        self,
+        table: Any,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        prepared: bool = False,
     ) -> None:
         """Insert many rows through the driver's own fast path, inside this transaction.
 
         PostgreSQL: COPY (asyncpg copy_records_to_table). SQLite: one executemany. Rows are
         plain tuples in `columns` order, so no per-row statement building happens here.
+        `prepared` rows hold their timestamps in storage form already (`timestamp_form`)
+        and are passed to the driver untouched.
         """
         if not rows:
             return
@@ -78,7 +79,7 @@ class Repository:
             return
         placeholders = ", ".join("?" for _ in columns)
         statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({placeholders})"
-        converters = _sqlite_converters(table, columns)
+        converters = [] if prepared else _sqlite_converters(table, columns)
         if len(converters) == 1:
             index, convert = converters[0]
             rows = [(*row[:index], convert(row[index]), *row[index + 1 :]) for row in rows]

@@ -284,27 +284,26 @@ class ConversationRepository(Repository):
         return {chat_id: conversation_id for chat_id, conversation_id in rows}
 
     async def insert_many(
-        self, tenant_id: int, rows: Sequence[dict[str, Any]], *, version: int
+        self, tenant_id: int, rows: Sequence[tuple[Any, ...]], *, version: int
     ) -> dict[str, int]:
         """Insert new conversations, stamped with `version`; returns their ids by chat id.
 
-        Ids are taken before the rows go in, so no lookup follows the insert. Call it in a
-        write transaction that has already written (an upload's begins by raising the
-        tenant's version): on SQLite it is then the only writer until it commits.
+        Rows are (chat_id, *MEASUREMENT_COLUMNS values), timestamps in storage form
+        (`timestamp_form`). Ids are taken before the rows go in, so no lookup follows the
+        insert. Call it in a write transaction that has already written (an upload's begins
+        by raising the tenant's version): on SQLite it is then the only writer until it
+        commits.
         """
         if not rows:
             return {}
         ids = await self._new_ids(len(rows))
-        columns = ("chat_id", *MEASUREMENT_COLUMNS)
         await self.bulk_insert(
             conversations,
-            ("id", "tenant_id", "data_version", *columns),
-            [
-                (new_id, tenant_id, version, *(row[column] for column in columns))
-                for new_id, row in zip(ids, rows, strict=True)
-            ],
+            ("id", "tenant_id", "data_version", "chat_id", *MEASUREMENT_COLUMNS),
+            [(new_id, tenant_id, version, *row) for new_id, row in zip(ids, rows, strict=True)],
+            prepared=True,
         )
-        return {row["chat_id"]: new_id for new_id, row in zip(ids, rows, strict=True)}
+        return {row[0]: new_id for new_id, row in zip(ids, rows, strict=True)}
 
     async def _new_ids(self, count: int) -> list[int]:
         if self.is_postgres:
@@ -354,7 +353,8 @@ class ConversationRepository(Repository):
         """Swap in freshly measured agents and reply events for these conversations.
 
         Agent rows are (conversation_id, agent, message_count); reply rows are
-        (conversation_id, agent, waiting_since, replied_at, response_minutes).
+        (conversation_id, agent, waiting_since, replied_at, response_minutes), timestamps in
+        storage form (`timestamp_form`).
         """
         if conversation_ids:
             for table in (conversation_agents, reply_events):
@@ -377,6 +377,7 @@ class ConversationRepository(Repository):
             reply_events,
             ("tenant_id", *reply_columns),
             [(tenant_id, *row) for row in reply_rows],
+            prepared=True,
         )
 
 

@@ -81,13 +81,20 @@ class MessageRepository(Repository):
             found[row["conversation_id"]].append(row)
         return found
 
-    async def insert_many(self, tenant_id: int, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Store new messages in the given order (ids follow it: ties keep file order).
+    async def insert_chats(
+        self, tenant_id: int, chats: Sequence[tuple[int, Sequence[tuple[Any, ...]]]]
+    ) -> None:
+        """Store new messages, chat by chat, in the given order (ids follow it: ties keep
+        file order).
 
-        Rows are tuples in INSERT_COLUMNS order.
+        Each chat is (conversation_id, rows); rows hold the INSERT_COLUMNS after
+        conversation_id, timestamps in storage form (`timestamp_form`).
         """
         await self.bulk_insert(
-            messages, ("tenant_id", *INSERT_COLUMNS), [(tenant_id, *row) for row in rows]
+            messages,
+            ("tenant_id", *INSERT_COLUMNS),
+            [(tenant_id, conversation_id, *row) for conversation_id, rows in chats for row in rows],
+            prepared=True,
         )
 
     async def page(

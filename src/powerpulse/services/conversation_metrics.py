@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import NamedTuple, Protocol
 
-from ..models import SenderKind
+from ..kinds import SenderKind
 
 
 class MessageFacts(Protocol):

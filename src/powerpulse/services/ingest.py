@@ -5,15 +5,25 @@ One upload is one transaction: a file that turns out to be broken halfway stores
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import IO, Any
 
 from ..db import Database
-from ..ingest.reader import ChatReader, ParsedChat, UploadReport
-from ..ingest.records import STORED_FIELDS_START, NormalisedMessage
+from ..ingest.batches import open_source
+from ..ingest.packing import (
+    ROW_AGENT_EMAIL,
+    ROW_AGENT_USERNAME,
+    ROW_KEY,
+    ROW_SENDER,
+    ROW_SENT_AT,
+    PackedChat,
+    TimestampForm,
+    pack_measured,
+)
+from ..ingest.reader import ReadOptions, UploadReport
+from ..kinds import from_storage_timestamp, storage_timestamps
 from ..models import AnalysisStatus, SenderKind, utcnow
 from ..repositories.analyses import AnalysisRepository
 from ..repositories.conversations import ConversationRepository
@@ -75,17 +85,25 @@ class IngestService:
         tenant = await self._tenants.get(tenant_id)
         fingerprint = self._fingerprint_for(tenant)
         session_gap = timedelta(hours=tenant.session_gap_hours)
-        reader = ChatReader(
-            stream,
-            max_message_chars=self._settings.max_message_chars,
-            max_reported_errors=self._settings.max_reported_errors,
-            autoresponse_patterns=tenant.autoresponse_patterns,
+        settings = self._settings
+        timestamp = storage_timestamps(self._database.engine.dialect.name)
+        options = ReadOptions(
+            max_message_chars=settings.max_message_chars,
+            max_reported_errors=settings.max_reported_errors,
+            autoresponse_patterns=tuple(tenant.autoresponse_patterns),
             session_gap=session_gap,
-            report=report,
+            batch_chats=settings.ingest_batch_chats,
+            timestamp=timestamp,
         )
-        batch_size = self._settings.ingest_batch_chats
         # The next batch is read while the current one is stored.
-        pending = asyncio.ensure_future(asyncio.to_thread(reader.next_batch, batch_size))
+        source = await open_source(
+            stream,
+            options,
+            report,
+            process_min_bytes=(
+                settings.ingest_process_min_mib << 20 if settings.ingest_parse_process else None
+            ),
+        )
         try:
             async with self._database.write(bulk=True) as connection:
                 tenants = TenantRepository(connection)
@@ -102,16 +120,14 @@ class IngestService:
                     force=force_reprocess,
                     fingerprint=fingerprint,
                     session_gap=session_gap,
+                    timestamp=timestamp,
                     conversations=ConversationRepository(connection),
                     messages=MessageRepository(connection),
                     analyses=AnalysisRepository(connection),
                     jobs=jobs,
                     report=report,
                 )
-                while batch := await pending:
-                    pending = asyncio.ensure_future(
-                        asyncio.to_thread(reader.next_batch, batch_size)
-                    )
+                async for batch in source:
                     await store.store(batch)
                     if progress is not None:
                         progress(report)
@@ -124,7 +140,7 @@ class IngestService:
                 )
         finally:
             # A read still running finishes before the caller closes the stream.
-            await asyncio.gather(pending, return_exceptions=True)
+            await source.aclose()
         if report.analysis_queued and self._on_work_queued is not None:
             self._on_work_queued()
         return report
@@ -140,13 +156,14 @@ class _BatchStore:
     force: bool
     fingerprint: str
     session_gap: timedelta
+    timestamp: TimestampForm
     conversations: ConversationRepository
     messages: MessageRepository
     analyses: AnalysisRepository
     jobs: JobRepository
     report: UploadReport
 
-    async def store(self, batch: list[ParsedChat]) -> None:
+    async def store(self, batch: list[PackedChat]) -> None:
         changed, created = await self._store_messages(batch)
         await self._queue_analysis(changed, created)
 
@@ -188,7 +205,7 @@ class _BatchStore:
         )
         await self.jobs.add_tasks(self.tenant_id, self.job_id, queue)
 
-    async def _store_messages(self, batch: list[ParsedChat]) -> tuple[dict[int, bool], set[int]]:
+    async def _store_messages(self, batch: list[PackedChat]) -> tuple[dict[int, bool], set[int]]:
         """Store new messages and re-measure their chats.
 
         Returns conversation -> whether it got new messages, and the conversations created.
@@ -197,7 +214,7 @@ class _BatchStore:
         conversations = self.conversations
         report = self.report
         # A chat id can repeat within a file; its arrays are one chat.
-        chats: dict[str, list[ParsedChat]] = {}
+        chats: dict[str, list[PackedChat]] = {}
         for chat in batch:
             chats.setdefault(chat.chat_id, []).append(chat)
 
@@ -205,70 +222,86 @@ class _BatchStore:
         stored = await self._stored_facts(list(existing_ids.values()))
 
         now = utcnow()
-        new_rows: list[dict[str, Any]] = []
+        stamp = now if self.timestamp is None else self.timestamp(now)
+        # In batch order, each with its conversation id (None: created below).
+        written: list[tuple[int | None, PackedChat]] = []
+        new_chats: list[PackedChat] = []
+        changed_ids: list[int] = []
         changed_rows: list[dict[str, Any]] = []
-        new_messages: dict[str, list[NormalisedMessage]] = {}
-        details: dict[str, ConversationMeasurements] = {}
         for chat_id, parts in chats.items():
             conversation_id = existing_ids.get(chat_id)
             if conversation_id is None and len(parts) == 1:
                 # The common case: a chat seen for the first time, measured while read.
-                fresh = parts[0].messages
-                measured = parts[0].measured
-            else:
-                fresh, measured = self._remeasure(parts, stored.get(conversation_id))
-            if not fresh or measured is None:
+                chat = parts[0]
+                if chat.measurement is not None:
+                    new_chats.append(chat)
+                    written.append((None, chat))
                 continue
-            row = {
-                "platform": next((m.platform for m in fresh if m.platform), None),
-                "message_count": measured.message_count,
-                "customer_message_count": measured.customer_message_count,
-                "agent_message_count": measured.agent_message_count,
-                "bot_message_count": measured.bot_message_count,
-                "first_message_at": measured.first_message_at,
-                "last_message_at": measured.last_message_at,
-                "duration_minutes": measured.duration_minutes,
-                "first_response_time_minutes": measured.first_response_time_minutes,
-                "first_response_agent": measured.first_response_agent,
-                "avg_response_time_minutes": measured.avg_response_time_minutes,
-                "reply_count": measured.reply_count,
-                "contact_count": measured.contact_count,
-                "updated_at": now,
-            }
+            remeasured = self._remeasure(chat_id, parts, stored.get(conversation_id))
+            if remeasured is None:
+                continue
+            chat, measured = remeasured
+            written.append((conversation_id, chat))
             if conversation_id is None:
-                new_rows.append({"chat_id": chat_id, **row})
-            else:
-                changed_rows.append({"id": conversation_id, **row})
-            # Stored in file order: ids break ties when the chat is re-measured later.
-            new_messages[chat_id] = fresh
-            details[chat_id] = measured
-
-        created = await conversations.insert_many(tenant_id, new_rows, version=self.version)
-        await conversations.update_measurements(tenant_id, changed_rows, version=self.version)
-        ids = {**existing_ids, **created}
-
-        message_rows: list[tuple[Any, ...]] = []
-        agent_rows: list[tuple[Any, ...]] = []
-        reply_rows: list[tuple[Any, ...]] = []
-        for chat_id, fresh in new_messages.items():
-            conversation_id = ids[chat_id]
-            # A message's stored fields come last, in MessageRepository.INSERT_COLUMNS order.
-            message_rows.extend((conversation_id, *m[STORED_FIELDS_START:]) for m in fresh)
-            measured = details[chat_id]
-            agent_rows.extend(
-                (conversation_id, agent, count)
-                for agent, count in measured.agent_message_counts.items()
+                new_chats.append(chat)
+                continue
+            changed_ids.append(conversation_id)
+            changed_rows.append(
+                {
+                    "id": conversation_id,
+                    "platform": chat.measurement[0] if chat.measurement else None,
+                    "message_count": measured.message_count,
+                    "customer_message_count": measured.customer_message_count,
+                    "agent_message_count": measured.agent_message_count,
+                    "bot_message_count": measured.bot_message_count,
+                    "first_message_at": measured.first_message_at,
+                    "last_message_at": measured.last_message_at,
+                    "duration_minutes": measured.duration_minutes,
+                    "first_response_time_minutes": measured.first_response_time_minutes,
+                    "first_response_agent": measured.first_response_agent,
+                    "avg_response_time_minutes": measured.avg_response_time_minutes,
+                    "reply_count": measured.reply_count,
+                    "contact_count": measured.contact_count,
+                    "updated_at": now,
+                }
             )
-            # Reply events are in reply_events' column order (ReplyEventFacts).
-            reply_rows.extend((conversation_id, *event) for event in measured.reply_events)
-        await self.messages.insert_many(tenant_id, message_rows)
-        await conversations.replace_details(
-            tenant_id, [row["id"] for row in changed_rows], agent_rows, reply_rows
+
+        created = await conversations.insert_many(
+            tenant_id,
+            [(chat.chat_id, *chat.measurement, stamp) for chat in new_chats if chat.measurement],
+            version=self.version,
         )
-        report.messages_stored += len(message_rows)
+        await conversations.update_measurements(tenant_id, changed_rows, version=self.version)
+
+        stored_chats = [
+            (created[chat.chat_id] if conversation_id is None else conversation_id, chat)
+            for conversation_id, chat in written
+        ]
+        # Stored in file order: ids break ties when the chat is re-measured later.
+        await self.messages.insert_chats(
+            tenant_id, [(conversation_id, chat.rows) for conversation_id, chat in stored_chats]
+        )
+        await conversations.replace_details(
+            tenant_id,
+            changed_ids,
+            [
+                (conversation_id, *agent)
+                for conversation_id, chat in stored_chats
+                for agent in chat.agents
+            ],
+            # Reply events are in reply_events' column order (ReplyEventFacts).
+            [
+                (conversation_id, *event)
+                for conversation_id, chat in stored_chats
+                for event in chat.replies
+            ],
+        )
+        report.messages_stored += sum(len(chat.rows) for _, chat in stored_chats)
         report.conversations_created += len(created)
         report.conversations_updated += len(changed_rows)
-        touched = {ids[chat_id]: chat_id in new_messages for chat_id in chats if chat_id in ids}
+        ids = {**existing_ids, **created}
+        fresh = {chat.chat_id for _, chat in stored_chats}
+        touched = {ids[chat_id]: chat_id in fresh for chat_id in chats if chat_id in ids}
         return touched, set(created.values())
 
     async def _stored_facts(self, conversation_ids: list[int]) -> dict[int, _StoredChat]:
@@ -294,31 +327,41 @@ class _BatchStore:
         return stored
 
     def _remeasure(
-        self, parts: list[ParsedChat], stored: _StoredChat | None
-    ) -> tuple[list[NormalisedMessage], ConversationMeasurements | None]:
-        """New messages of a chat already stored, or repeated in the batch, and its measure.
+        self, chat_id: str, parts: list[PackedChat], stored: _StoredChat | None
+    ) -> tuple[PackedChat, ConversationMeasurements] | None:
+        """The new messages of a chat already stored, or repeated in the batch, measured
+        together with what is stored; None when nothing is new.
 
         Stored messages come first in time ties (they were stored earlier); new ones follow
         in file order (a repeated chat key's arrays one after the other).
         """
         seen = set(stored.keys) if stored else set()
-        fresh: list[NormalisedMessage] = []
+        fresh: list[tuple[Any, ...]] = []
+        platform: str | None = None
         for part in parts:
-            for message in part.messages:
-                if message.message_key in seen:
+            if platform is None and part.measurement is not None:
+                platform = part.measurement[0]
+            for row in part.rows:
+                key = row[ROW_KEY]
+                if key in seen:
                     self.report.duplicates_skipped += 1
                     continue
-                seen.add(message.message_key)
-                fresh.append(message)
+                seen.add(key)
+                fresh.append(row)
         if not fresh:
-            return fresh, None
+            return None
         timeline: list[tuple[tuple[Any, ...], Any]] = list(stored.timeline if stored else [])
-        timeline.extend(((m.sent_at, 1, position), m) for position, m in enumerate(fresh))
+        for position, row in enumerate(fresh):
+            sent_at = from_storage_timestamp(row[ROW_SENT_AT])
+            message = StoredMessage(
+                row[ROW_SENDER], sent_at, row[ROW_AGENT_USERNAME] or row[ROW_AGENT_EMAIL]
+            )
+            timeline.append(((sent_at, 1, position), message))
         timeline.sort(key=_time_key)
         measured = measure_conversation(
             [message for _, message in timeline], session_gap=self.session_gap
         )
-        return fresh, measured
+        return pack_measured(chat_id, fresh, platform, measured, self.timestamp), measured
 
 
 @dataclass(slots=True)

@@ -1,0 +1,105 @@
+"""Parsed chats in the form the database stores them.
+
+A packed chat holds only tuples of plain values, with timestamps already in the storage
+form of the database being written (SQLite: text; PostgreSQL: datetimes): storing it is a
+bulk insert with no per-message conversion, and when the upload is parsed in a process of
+its own, it crosses the process boundary cheaply (plain strings and numbers unpickle
+several times faster than datetimes and objects).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from ..services.conversation_metrics import ConversationMeasurements
+from .reader import ParsedChat
+from .records import STORED_FIELDS_START, NormalisedMessage
+
+# A UTC datetime in the database's storage form; None keeps datetimes as they are.
+TimestampForm = Callable[[datetime], Any] | None
+
+# Where a packed row (NormalisedMessage's stored fields) holds its parts.
+ROW_KEY = 0
+ROW_SENDER = 2
+ROW_SENT_AT = 4
+ROW_AGENT_USERNAME = 5
+ROW_AGENT_EMAIL = 6
+
+
+class PackedChat(NamedTuple):
+    """One chat array of the upload, ready to store.
+
+    `rows` are the messages' stored columns after conversation_id (MessageRepository's
+    INSERT_COLUMNS order), in file order. `measurement` is None when nothing of the chat
+    is valid; otherwise its values follow ConversationRepository's MEASUREMENT_COLUMNS up
+    to, not including, updated_at (which the store stamps). `agents` are (agent, message
+    count) and `replies` follow REPLY_EVENT_COLUMNS.
+    """
+
+    chat_id: str
+    rows: list[tuple[Any, ...]]
+    measurement: tuple[Any, ...] | None
+    agents: list[tuple[str, int]]
+    replies: list[tuple[Any, ...]]
+
+
+def pack_rows(
+    messages: Iterable[NormalisedMessage], timestamp: TimestampForm
+) -> list[tuple[Any, ...]]:
+    if timestamp is None:
+        return [message[STORED_FIELDS_START:] for message in messages]
+    # Positional: this runs once per message.
+    return [(m[3], m[4], m[5], m[6], timestamp(m[7]), m[8], m[9], m[10], m[11]) for m in messages]
+
+
+def pack_measured(
+    chat_id: str,
+    rows: list[tuple[Any, ...]],
+    platform: str | None,
+    measured: ConversationMeasurements,
+    timestamp: TimestampForm,
+) -> PackedChat:
+    """A chat whose rows are packed already, with its measurement."""
+    convert = timestamp if timestamp is not None else _same
+    return PackedChat(
+        chat_id,
+        rows,
+        (
+            platform,
+            measured.message_count,
+            measured.customer_message_count,
+            measured.agent_message_count,
+            measured.bot_message_count,
+            convert(measured.first_message_at),
+            convert(measured.last_message_at),
+            measured.duration_minutes,
+            measured.first_response_time_minutes,
+            measured.first_response_agent,
+            measured.avg_response_time_minutes,
+            measured.reply_count,
+            measured.contact_count,
+        ),
+        list(measured.agent_message_counts.items()),
+        [
+            (agent, convert(waiting_since), convert(replied_at), minutes)
+            for agent, waiting_since, replied_at, minutes in measured.reply_events
+        ],
+    )
+
+
+def pack_batch(batch: list[ParsedChat], timestamp: TimestampForm) -> list[PackedChat]:
+    packed: list[PackedChat] = []
+    for chat in batch:
+        rows = pack_rows(chat.messages, timestamp)
+        if chat.measured is None:
+            packed.append(PackedChat(chat.chat_id, rows, None, [], []))
+            continue
+        platform = next((m.platform for m in chat.messages if m.platform), None)
+        packed.append(pack_measured(chat.chat_id, rows, platform, chat.measured, timestamp))
+    return packed
+
+
+def _same(value: Any) -> Any:
+    return value
