@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sys
 import time
@@ -139,15 +140,21 @@ async def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {}
     try:
         rss_before = _rss()
+        from .common import descendants_peak_rss
+
+        # An upload's parsing process, if it has one, lives only as long as the upload.
+        stop = asyncio.Event()
+        watcher = asyncio.ensure_future(descendants_peak_rss(os.getpid(), stop))
         started = time.perf_counter()
-        with open(args.file, "rb") as stream:  # noqa: ASYNC230 - the CLI reads it the same way
-            report = await state.services.ingest.ingest(state.default_tenant_id, stream)
-        result["ingest_seconds"] = time.perf_counter() - started
+        try:
+            with open(args.file, "rb") as stream:  # noqa: ASYNC230 - as the CLI reads it
+                report = await state.services.ingest.ingest(state.default_tenant_id, stream)
+            result["ingest_seconds"] = time.perf_counter() - started
+        finally:
+            stop.set()
+            result["parse_peak_rss_bytes"] = await watcher
         result["rss_before_bytes"] = rss_before
         result["peak_rss_after_ingest_bytes"] = _peak_rss()
-        # An upload's parsing process, if it had one, is this process's only child so far.
-        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-        result["parse_peak_rss_bytes"] = children or None
         for name in (
             "conversations_received",
             "messages_received",

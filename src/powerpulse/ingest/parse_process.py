@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import resource
 import signal
 import sys
 import traceback
@@ -33,6 +32,19 @@ def _read_options(source: IO[bytes]) -> ReadOptions:
     return options
 
 
+def _peak_rss() -> int:
+    """This process's own peak RSS. Not getrusage: on Linux its maximum also covers the
+    moments between fork and exec, when the process was still a copy of its parent."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def run(source: IO[bytes], output: IO[bytes]) -> None:
     options = _read_options(source)
     report = UploadReport()
@@ -46,7 +58,7 @@ def run(source: IO[bytes], output: IO[bytes]) -> None:
         counts = tuple(a - b for a, b in zip(now, sent, strict=True))
         errors = report.errors[sent_errors:]
         sent, sent_errors = now, len(report.errors)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 if final else 0
+        peak = _peak_rss() if final else 0
         frame = pickle.dumps(
             (kind, body, (counts, errors, report.errors_truncated, peak)),
             protocol=pickle.HIGHEST_PROTOCOL,
