@@ -14,9 +14,10 @@ import pytest
 
 from powerpulse.errors import InvalidUpload
 from powerpulse.ingest.batches import ProcessSource, ThreadSource, open_source
-from powerpulse.ingest.packing import PackedChat
+from powerpulse.ingest.packing import PackedChat, pack_batch, pack_measured
 from powerpulse.ingest.reader import ReadOptions, UploadReport
 from powerpulse.kinds import sqlite_timestamp
+from powerpulse.synthetic import write_export
 
 TIMESTAMP_FORMS = {"sqlite": sqlite_timestamp, "postgres": None}
 
@@ -207,3 +208,23 @@ async def test_the_upload_size_chooses_the_source() -> None:
     big_batches = await drain(big)
     assert small_batches == big_batches
     assert report.conversations_received == 6  # three chats, a repeat, no id, empty
+
+
+@pytest.mark.parametrize("engine", TIMESTAMP_FORMS)
+def test_packed_measurements_hold_the_same_times_as_their_messages(engine: str) -> None:
+    timestamp = TIMESTAMP_FORMS[engine]
+    export = io.BytesIO()
+    write_export(export, messages=3000, seed=11)
+    export.seek(0)
+    parsed = options(timestamp).reader(export, UploadReport()).next_batch(10_000)
+    packed = pack_batch(parsed, timestamp)
+    assert sum(len(chat.replies) for chat in packed) > 300
+    for chat, source in zip(packed, parsed, strict=True):
+        assert source.measured is not None
+        # Packed one time at a time, without reusing the messages' converted times.
+        expected = pack_measured(
+            chat.chat_id, chat.rows, chat.measurement[0], source.measured, timestamp
+        )
+        assert chat == expected
+        times = {row[4] for row in chat.rows}
+        assert {event[1] for event in chat.replies} | {event[2] for event in chat.replies} <= times

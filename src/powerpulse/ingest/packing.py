@@ -92,12 +92,25 @@ def pack_measured(
 def pack_batch(batch: list[ParsedChat], timestamp: TimestampForm) -> list[PackedChat]:
     packed: list[PackedChat] = []
     for chat in batch:
-        rows = pack_rows(chat.messages, timestamp)
+        messages = chat.messages
         if chat.measured is None:
-            packed.append(PackedChat(chat.chat_id, rows, None, [], []))
+            packed.append(PackedChat(chat.chat_id, pack_rows(messages, timestamp), None, [], []))
             continue
-        platform = next((m.platform for m in chat.messages if m.platform), None)
-        packed.append(pack_measured(chat.chat_id, rows, platform, chat.measured, timestamp))
+        convert = timestamp
+        if timestamp is None:
+            rows = [message[STORED_FIELDS_START:] for message in messages]
+        else:
+            times = [m[7] for m in messages]
+            stamps = list(map(timestamp, times))
+            rows = [
+                (m[3], m[4], m[5], m[6], stamp, m[8], m[9], m[10], m[11])
+                for m, stamp in zip(messages, stamps, strict=True)
+            ]
+            # Every time a measurement holds is one of the chat's messages' times: each is
+            # converted once (a chat has about as many reply events as customer messages).
+            convert = dict(zip(times, stamps, strict=True)).__getitem__
+        platform = next((m.platform for m in messages if m.platform), None)
+        packed.append(pack_measured(chat.chat_id, rows, platform, chat.measured, convert))
     return packed
 
 
