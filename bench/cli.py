@@ -76,6 +76,13 @@ def _choices(allowed: tuple[str, ...] | list[str]) -> Any:
     return parser
 
 
+def _setting(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.startswith("POWERPULSE_"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not POWERPULSE_NAME=VALUE")
+    return name, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -177,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
         "pp_bench_keep_* PostgreSQL databases) and reuse them while the generator, ingest, "
         "analysis and schema code are unchanged; for iterating on queries, not for results",
     )
+    parser.add_argument(
+        "--setting",
+        action="append",
+        type=_setting,
+        default=[],
+        metavar="NAME=VALUE",
+        help="a POWERPULSE_* setting for every PowerPulse process the benchmark starts, e.g. "
+        "POWERPULSE_INGEST_PARSE_PROCESS=false (repeatable; for comparing a setting's effect)",
+    )
     parser.add_argument("--no-print", action="store_true", help="do not print the report")
     return parser
 
@@ -207,6 +223,7 @@ def options_from(args: argparse.Namespace, argv: list[str]) -> Options:
         postgres_admin_url=args.postgres_url,
         keep_temp=args.keep_temp,
         reuse_datasets=args.reuse_datasets,
+        settings=dict(args.setting),
         command=shlex.join([sys.executable, "-m", "bench", *argv]),
     )
 

@@ -315,6 +315,8 @@ class Options:
     keep_temp: bool
     reuse_datasets: bool
     command: str
+    # POWERPULSE_* settings given to every PowerPulse process the benchmark starts.
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -378,6 +380,7 @@ class Context:
             POWERPULSE_MAX_UPLOAD_BYTES=str(LARGE_UPLOAD_BYTES),
             POWERPULSE_REQUEST_TIMEOUT_SECONDS="3600",
         )
+        env.update(self.options.settings)
         if database_url is not None:
             env["DATABASE_URL"] = database_url
         env.update(extra)
