@@ -9,7 +9,7 @@ from sqlalchemy import Boolean, ColumnElement, String, any_, bindparam, select, 
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..kinds import sqlite_timestamp, storage_timestamps
+from ..kinds import sqlite_timestamp
 from ..models import UTCDateTime
 
 
@@ -50,11 +50,6 @@ class Repository:
     def __init__(self, connection: AsyncConnection) -> None:
         self.connection = connection
 
-    @property
-    def timestamp_form(self) -> Any:
-        """What `prepared` rows hold for a timestamp (see storage_timestamps)."""
-        return storage_timestamps(self.connection.dialect.name)
-
     async def bulk_insert(
         self,
         table: Any,
@@ -67,7 +62,7 @@ class Repository:
 
         PostgreSQL: COPY (asyncpg copy_records_to_table). SQLite: one executemany. Rows are
         plain tuples in `columns` order, so no per-row statement building happens here.
-        `prepared` rows hold their timestamps in storage form already (`timestamp_form`)
+        `prepared` rows hold their timestamps in storage form already (kinds.storage_timestamps)
         and are passed to the driver untouched.
         """
         if not rows:

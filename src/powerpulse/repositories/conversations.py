@@ -289,7 +289,7 @@ class ConversationRepository(Repository):
         """Insert new conversations, stamped with `version`; returns their ids by chat id.
 
         Rows are (chat_id, *MEASUREMENT_COLUMNS values), timestamps in storage form
-        (`timestamp_form`). Ids are taken before the rows go in, so no lookup follows the
+        (kinds.storage_timestamps). Ids are taken before the rows go in, so no lookup follows the
         insert. Call it in a write transaction that has already written (an upload's begins
         by raising the tenant's version): on SQLite it is then the only writer until it
         commits.
@@ -354,7 +354,7 @@ class ConversationRepository(Repository):
 
         Agent rows are (conversation_id, agent, message_count); reply rows are
         (conversation_id, agent, waiting_since, replied_at, response_minutes), timestamps in
-        storage form (`timestamp_form`).
+        storage form (kinds.storage_timestamps).
         """
         if conversation_ids:
             for table in (conversation_agents, reply_events):

@@ -88,7 +88,7 @@ class MessageRepository(Repository):
         file order).
 
         Each chat is (conversation_id, rows); rows hold the INSERT_COLUMNS after
-        conversation_id, timestamps in storage form (`timestamp_form`).
+        conversation_id, timestamps in storage form (kinds.storage_timestamps).
         """
         await self.bulk_insert(
             messages,
