@@ -5,7 +5,6 @@ Text cells that a spreadsheet would run as a formula are neutralised with a lead
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -135,17 +134,6 @@ def _render(rows: Iterable[Sequence[Any]]) -> str:
     return buffer.getvalue()
 
 
-async def _rendered(render: Callable[[Iterable[Sequence[Any]]], str], batch: Any) -> str:
-    """A batch's CSV text, rendered in a worker thread.
-
-    Rendering a batch of 2,000 rows takes tens of milliseconds of CPU; on the event loop
-    it held every other request of the process for that long, on each batch of a
-    seconds-long export. In a thread, the loop takes the interpreter lock back within the
-    switch interval (1 ms in `serve`) and keeps answering between the export's batches.
-    """
-    return await asyncio.to_thread(render, batch)
-
-
 class ExportService(ReadService):
     async def check(self, tenant_id: int, selection: ConversationFilter | None) -> None:
         """Refuse a bad filter before the first byte of a response is sent."""
@@ -164,7 +152,7 @@ class ExportService(ReadService):
             conversations = ConversationRepository(connection, csi=self._csi)
             render = renderer(conversations.export_kinds(keys))
             async for batch in conversations.export_rows(tenant_id, criteria, keys):
-                yield await _rendered(render, batch)
+                yield render(batch)
 
     async def messages_csv(
         self, tenant_id: int, selection: ConversationFilter | None, *, excel: bool = False
@@ -179,4 +167,4 @@ class ExportService(ReadService):
                 tenant_id, criteria
             )
             async for batch in MessageRepository(connection).export_rows(chosen, keys):
-                yield await _rendered(render, batch)
+                yield render(batch)
