@@ -70,6 +70,18 @@ def _tenant_column() -> Any:
     )
 
 
+def _conversation_tenant_column() -> Any:
+    """The tenant of a row that belongs to a conversation: the conversation's tenant.
+
+    It is repeated on the row so every query filters by tenant directly, but it has no
+    foreign key of its own: the row's conversation_id foreign key already ties it to a
+    conversation, which cascades from its tenant. A second check per row would only prove
+    that some tenant of that id exists, and on PostgreSQL it costs about as much as the
+    conversation's check (see migration 0004).
+    """
+    return Field(sa_column=Column(BigIntId, nullable=False))
+
+
 def _conversation_column() -> Any:
     return Field(
         sa_column=Column(
@@ -182,7 +194,7 @@ class Message(SQLModel, table=True):
     )
 
     id: int | None = _id_column()
-    tenant_id: int = _tenant_column()
+    tenant_id: int = _conversation_tenant_column()
     conversation_id: int = _conversation_column()
     message_key: str = Field(sa_column=Column(String(255), nullable=False))
     external_id: str | None = Field(default=None, sa_column=Column(String(255)))
@@ -202,7 +214,7 @@ class ReplyEvent(SQLModel, table=True):
     __table_args__ = (Index("ix_reply_events_conversation", "conversation_id"),)
 
     id: int | None = _id_column()
-    tenant_id: int = _tenant_column()
+    tenant_id: int = _conversation_tenant_column()
     conversation_id: int = _conversation_column()
     agent: str = Field(sa_column=Column(String(320), nullable=False))
     waiting_since: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
@@ -224,7 +236,7 @@ class ConversationAgent(SQLModel, table=True):
         )
     )
     agent: str = Field(sa_column=Column(String(320), primary_key=True))
-    tenant_id: int = _tenant_column()
+    tenant_id: int = _conversation_tenant_column()
     message_count: int = Field(default=0, sa_column=Column(Integer, nullable=False))
 
 
@@ -262,7 +274,7 @@ class ConversationAnalysis(SQLModel, table=True):
             BigIntId, ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
         )
     )
-    tenant_id: int = _tenant_column()
+    tenant_id: int = _conversation_tenant_column()
     status: str = Field(sa_column=Column(String(16), nullable=False))
     failure_reason: str | None = Field(default=None, sa_column=Column(Text))
     content_hash: str | None = Field(default=None, sa_column=Column(String(64)))
@@ -301,7 +313,7 @@ class ConversationTopic(SQLModel, table=True):
         )
     )
     topic: str = Field(sa_column=Column(String(60), primary_key=True))
-    tenant_id: int = _tenant_column()
+    tenant_id: int = _conversation_tenant_column()
     position: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
 
 
@@ -341,7 +353,7 @@ class AnalysisTask(SQLModel, table=True):
     )
 
     id: int | None = _id_column()
-    tenant_id: int = _tenant_column()
+    tenant_id: int = _conversation_tenant_column()
     job_id: int = Field(
         sa_column=Column(
             BigIntId, ForeignKey("analysis_jobs.id", ondelete="CASCADE"), nullable=False
