@@ -298,3 +298,84 @@ async def test_messages_first_above_one_hundred_is_bad_user_input(sample_client:
     body = await sample_client.query(MESSAGES, {"chatId": "alpha", "first": 101})
 
     assert [e["extensions"]["code"] for e in body["errors"]] == ["BAD_USER_INPUT"]
+
+
+NESTED_MESSAGES = """
+query($first: Int, $after: String) {
+  conversations(first: 20, orderBy: FIRST_MESSAGE_ASC) {
+    edges { node {
+      chatId
+      messages(first: $first, after: $after) {
+        totalCount
+        edges { cursor node { sender content sentAt agentUsername agentEmail externalId } }
+        pageInfo { hasNextPage endCursor }
+      }
+    } }
+  }
+}
+"""
+
+
+async def test_messages_of_every_conversation_in_a_page_match_each_read_alone(
+    sample_client: Any, subtests: Any
+) -> None:
+    """The messages of a page's conversations are read together (one statement for all);
+    each conversation's page is what asking for that conversation alone returns."""
+    for first in (1, 2, 3, 50):
+        with subtests.test(first=first):
+            data = await sample_client.data(NESTED_MESSAGES, {"first": first})
+            edges = data["conversations"]["edges"]
+            assert [e["node"]["chatId"] for e in edges] == EXPECTED_ORDER["FIRST_MESSAGE_ASC"]
+            for edge in edges:
+                alone = await sample_client.data(
+                    MESSAGES, {"chatId": edge["node"]["chatId"], "first": first}
+                )
+                assert edge["node"]["messages"] == alone["conversation"]["messages"]
+            alpha = edges[0]["node"]["messages"]
+            assert len(alpha["edges"]) == min(first, 6)
+            assert alpha["pageInfo"]["hasNextPage"] is (first < 6)
+
+
+async def test_a_cursor_continues_each_conversation_in_a_page(sample_client: Any) -> None:
+    """The same `after` on every conversation of a page: it continues the conversation it
+    came from, and the others start after the same moment in their own time order."""
+    alone = await sample_client.data(MESSAGES, {"chatId": "alpha", "first": 2})
+    cursor = alone["conversation"]["messages"]["pageInfo"]["endCursor"]
+
+    data = await sample_client.data(NESTED_MESSAGES, {"first": 2, "after": cursor})
+
+    for edge in data["conversations"]["edges"]:
+        chat_id = edge["node"]["chatId"]
+        expected = await sample_client.data(
+            MESSAGES, {"chatId": chat_id, "first": 2, "after": cursor}
+        )
+        assert edge["node"]["messages"] == expected["conversation"]["messages"], chat_id
+    alpha = data["conversations"]["edges"][0]["node"]["messages"]
+    assert [e["node"]["content"] for e in alpha["edges"]] == ["Let me check", "ok"]
+
+
+async def test_a_bad_cursor_or_size_fails_only_its_own_messages(sample_client: Any) -> None:
+    """Message pages asked for in one request are read together, but each answers for
+    itself: a broken cursor or an oversized `first` is an error on that field alone."""
+    body = await sample_client.query(
+        """
+        query {
+          a: conversation(chatId: "alpha") { messages(first: 2) { edges { node { content } } } }
+          b: conversation(chatId: "bravo") { messages(after: "not-a-cursor") { totalCount } }
+          c: conversation(chatId: "charlie") { messages(first: 101) { totalCount } }
+          d: conversation(chatId: "alpha") { messages(first: 1) { edges { node { content } } } }
+        }
+        """
+    )
+
+    errors = {tuple(error["path"]): error["extensions"]["code"] for error in body["errors"]}
+    assert errors == {("b", "messages"): "BAD_USER_INPUT", ("c", "messages"): "BAD_USER_INPUT"}
+    data = body["data"]
+    assert [e["node"]["content"] for e in data["a"]["messages"]["edges"]] == [
+        "Hello, my bill is wrong for account 12304",
+        "Thanks for contacting us",
+    ]
+    assert [e["node"]["content"] for e in data["d"]["messages"]["edges"]] == [
+        "Hello, my bill is wrong for account 12304"
+    ]
+    assert data["b"] is None and data["c"] is None

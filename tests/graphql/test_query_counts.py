@@ -1,6 +1,6 @@
 """Every GraphQL query issues a fixed number of SQL statements, however much data there is:
 grouping happens in the database and nested lists load through data loaders, never with a
-query per bucket, agent, topic or conversation.
+query per bucket, agent, topic, conversation or conversation's messages.
 
 Statements are counted on the app's own engine ("before_cursor_execute"), with no analysis
 worker running so that nothing else talks to the database while a request is measured.
@@ -56,7 +56,7 @@ QUERIES: dict[str, tuple[str, dict[str, Any]]] = {
     "conversations": (
         "query { conversations(first: 20) { totalCount pageInfo { hasNextPage } edges { node "
         "{ chatId agents analysisStatus csi { score } analysis { satisfactionScore topics } "
-        "} } } }",
+        "messages(first: 2) { totalCount edges { node { content } } } } } } }",
         {},
     ),
     "heatmap": (
@@ -205,6 +205,10 @@ async def test_statements_per_request_do_not_grow_with_the_data(
     assert (len(small_days), len(large_days)) == (3, 30)
     assert len(small_answers["conversations"]["conversations"]["edges"]) == 10
     assert len(large_answers["conversations"]["conversations"]["edges"]) == 20
+    assert all(
+        len(edge["node"]["messages"]["edges"]) == 2
+        for edge in large_answers["conversations"]["conversations"]["edges"]
+    )
     assert len(large_answers["topics"]["topics"]) == 4
     # And no query asked the database more often for it.
     assert all(count > 0 for count in small.values()), small

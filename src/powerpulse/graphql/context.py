@@ -7,12 +7,16 @@ from typing import Any
 
 from strawberry.dataloader import DataLoader
 
+from ..errors import BadUserInput
 from ..services.analytics import AnalyticsService
-from ..services.conversations import ConversationService
+from ..services.conversations import ConversationService, MessagePageRequest, Page
 from ..services.exports import ExportService
 from ..services.ingest import IngestService
 from ..services.jobs import JobService
 from ..services.tenants import TenantDirectory
+
+# SQLite accepts at most 500 selects in one compound statement.
+MESSAGE_PAGES_PER_STATEMENT = 100
 
 
 @dataclass
@@ -37,6 +41,9 @@ class Context:
     connection_params: Any = None
     agents_loader: DataLoader[int, list[str]] = field(init=False)
     topics_loader: DataLoader[int, list[str]] = field(init=False)
+    # (conversation id, first, after): the messages of every conversation a response
+    # holds are read in one statement per MESSAGE_PAGES_PER_STATEMENT conversations.
+    messages_loader: DataLoader[MessagePageRequest, Page] = field(init=False)
 
     def __post_init__(self) -> None:
         conversations = self.services.conversations
@@ -50,5 +57,11 @@ class Context:
             found = await conversations.topics(context.tenant_id, list(keys))
             return [found.get(key, []) for key in keys]
 
+        async def load_messages(keys: list[MessagePageRequest]) -> list[Page | BadUserInput]:
+            return await conversations.message_pages(context.tenant_id, keys)
+
         self.agents_loader = DataLoader(load_fn=load_agents)
         self.topics_loader = DataLoader(load_fn=load_topics)
+        self.messages_loader = DataLoader(
+            load_fn=load_messages, max_batch_size=MESSAGE_PAGES_PER_STATEMENT
+        )

@@ -334,12 +334,8 @@ class Conversation:
     async def messages(
         self, info: Info[Context, None], first: int | None = 50, after: str | None = None
     ) -> MessageConnection:
-        service = info.context.services.conversations
-        page = await service.messages(
-            info.context.tenant_id,
-            self.conversation_id,
-            first=50 if first is None else first,
-            after=after,
+        page = await info.context.messages_loader.load(
+            (self.conversation_id, 50 if first is None else first, after)
         )
         return MessageConnection(
             edges=[

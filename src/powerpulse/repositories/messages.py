@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import literal, select, union_all
 
+from ..errors import BadUserInput
 from ..models import Message
 from .base import Repository, cell_kind, export_select
 from .keyset import Ordering, SortKey
@@ -29,6 +30,8 @@ INSERT_COLUMNS = (
     "via",
 )
 TIME_ORDER = Ordering("time", (SortKey(_m.sent_at, is_datetime=True), SortKey(_m.id)))
+# The column that says which request of MessageRepository.pages a row answers.
+_REQUEST = "page_request"
 
 FACT_COLUMNS = (
     _m.id,
@@ -97,17 +100,49 @@ class MessageRepository(Repository):
             prepared=True,
         )
 
-    async def page(
-        self, tenant_id: int, conversation_id: int, *, first: int, after: str | None
-    ) -> tuple[list[Mapping[str, Any]], bool, Ordering]:
-        statement = select(messages).where(
-            _m.tenant_id == tenant_id, _m.conversation_id == conversation_id
+    async def pages(
+        self, tenant_id: int, requests: Sequence[tuple[int, int, str | None]]
+    ) -> list[tuple[list[Mapping[str, Any]], bool] | BadUserInput]:
+        """Pages of messages of several conversations, in time order, in one statement.
+
+        Each request is (conversation_id, first, after cursor or None) and gets (rows,
+        whether more follow), or the BadUserInput its cursor raised; the others are read
+        all the same. Each request is its own limited read of the conversation's time
+        index, joined by UNION ALL: a page of conversations costs one statement for all
+        their messages.
+        """
+        found: list[tuple[list[Mapping[str, Any]], bool] | BadUserInput] = [
+            ([], False) for _ in requests
+        ]
+        parts = []
+        for number, (conversation_id, first, after) in enumerate(requests):
+            part = select(messages, literal(number).label(_REQUEST)).where(
+                _m.tenant_id == tenant_id, _m.conversation_id == conversation_id
+            )
+            if after is not None:
+                try:
+                    part = part.where(TIME_ORDER.after(after))
+                except BadUserInput as exc:
+                    found[number] = exc
+                    continue
+            parts.append(part.order_by(*TIME_ORDER.order_by()).limit(first + 1))
+        if not parts:
+            return found
+        statement = (
+            parts[0]
+            if len(parts) == 1
+            # SQLite takes ORDER BY and LIMIT in a compound select only on its subqueries.
+            else union_all(*(select(part.subquery()) for part in parts))
         )
-        if after is not None:
-            statement = statement.where(TIME_ORDER.after(after))
-        statement = statement.order_by(*TIME_ORDER.order_by()).limit(first + 1)
-        rows = list((await self.connection.execute(statement)).mappings())
-        return rows[:first], len(rows) > first, TIME_ORDER
+        read: dict[int, list[Mapping[str, Any]]] = {}
+        for row in (await self.connection.execute(statement)).mappings():
+            read.setdefault(row[_REQUEST], []).append(row)
+        for number, rows in read.items():
+            # Each part is ordered, but a compound select does not promise to keep it.
+            rows.sort(key=_time_order)
+            first = requests[number][1]
+            found[number] = (rows[:first], len(rows) > first)
+        return found
 
     async def export_rows(
         self, selection: Any, keys: Sequence[str], *, batch_size: int = 2000
@@ -132,6 +167,10 @@ class MessageRepository(Repository):
         result = await self.connection.stream(statement)
         async for partition in result.partitions(batch_size):
             yield partition
+
+
+def _time_order(row: Mapping[str, Any]) -> tuple[Any, Any]:
+    return row["sent_at"], row["id"]
 
 
 def export_kinds(keys: Sequence[str]) -> tuple[str, ...]:

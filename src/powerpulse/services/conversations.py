@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +10,7 @@ from ..errors import BadUserInput
 from ..ingest.records import clean_text
 from ..repositories.analyses import AnalysisRepository
 from ..repositories.conversations import ConversationRepository
-from ..repositories.messages import MessageRepository
+from ..repositories.messages import TIME_ORDER, MessageRepository
 from .base import ReadService
 from .filters import ConversationFilter, ConversationOrder, resolve_filter
 
@@ -26,6 +26,10 @@ class Page:
     @property
     def end_cursor(self) -> str | None:
         return self.cursors[-1] if self.cursors else None
+
+
+# (conversation id, first, after cursor or None): one conversation's page of messages.
+MessagePageRequest = tuple[int, int, str | None]
 
 
 def check_page_size(first: int, limit: int) -> None:
@@ -84,12 +88,36 @@ class ConversationService(ReadService):
         async with self._database.read() as connection:
             return await AnalysisRepository(connection).topics_for(tenant_id, conversation_ids)
 
-    async def messages(
-        self, tenant_id: int, conversation_id: int, *, first: int, after: str | None
-    ) -> Page:
-        check_page_size(first, self._settings.max_page_size)
-        async with self._database.read() as connection:
-            rows, has_next, ordering = await MessageRepository(connection).page(
-                tenant_id, conversation_id, first=first, after=after
-            )
-        return Page(rows, [ordering.cursor_for(row) for row in rows], has_next)
+    async def message_pages(
+        self, tenant_id: int, requests: Sequence[MessagePageRequest]
+    ) -> list[Page | BadUserInput]:
+        """A page of messages for each request, all read in one statement.
+
+        A request with a `first` out of range or a cursor that is not valid gets its
+        BadUserInput instead of a page; the others are answered all the same.
+        """
+        answers: list[Page | BadUserInput | None] = []  # None: to be read
+        valid: list[MessagePageRequest] = []
+        for request in requests:
+            try:
+                check_page_size(request[1], self._settings.max_page_size)
+            except BadUserInput as exc:
+                answers.append(exc)
+                continue
+            answers.append(None)
+            valid.append(request)
+        read = []
+        if valid:
+            async with self._database.read() as connection:
+                read = await MessageRepository(connection).pages(tenant_id, valid)
+        pages = iter(read)
+        return [_message_page(next(pages)) if answer is None else answer for answer in answers]
+
+
+def _message_page(
+    found: tuple[list[Mapping[str, Any]], bool] | BadUserInput,
+) -> Page | BadUserInput:
+    if isinstance(found, BadUserInput):
+        return found
+    rows, has_next = found
+    return Page(rows, [TIME_ORDER.cursor_for(row) for row in rows], has_next)
