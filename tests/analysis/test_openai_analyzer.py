@@ -121,12 +121,27 @@ def assert_ok(outcome: AnalysisOutcome, conversation: ConversationInput) -> None
     assert outcome.judgement == expected_judgement(conversation)
 
 
-def assert_failed(outcome: AnalysisOutcome, *fragments: str) -> None:
+def assert_failed(outcome: AnalysisOutcome, *fragments: str, billed: bool = False) -> None:
+    """A failed outcome; `billed` when the model answered (invalidly) and charged for it."""
     assert outcome.judgement is None
     assert outcome.error
     for fragment in fragments:
         assert fragment in outcome.error, outcome.error
-    assert (outcome.input_tokens, outcome.output_tokens, outcome.cost_usd) == (0, 0, 0.0)
+    if billed:
+        assert outcome.input_tokens > 0 and outcome.output_tokens > 0
+        assert outcome.cost_usd == pytest.approx(
+            dollars(outcome.input_tokens, outcome.output_tokens)
+        )
+    else:
+        assert (outcome.input_tokens, outcome.output_tokens, outcome.cost_usd) == (0, 0, 0.0)
+
+
+def assert_billed_in_full(outcomes: list[AnalysisOutcome], fake: FakeOpenAI) -> None:
+    """Every token the model answered with, valid or not, is on some conversation."""
+    assert fake.usage_billed != (0, 0)
+    spent = (sum(o.input_tokens for o in outcomes), sum(o.output_tokens for o in outcomes))
+    assert spent == fake.usage_billed
+    assert sum(o.cost_usd for o in outcomes) == pytest.approx(dollars(*spent))
 
 
 def statuses(fake: FakeOpenAI) -> list[int | None]:
@@ -487,6 +502,9 @@ async def test_an_invalid_reply_is_asked_again_once(
     [outcome] = await make_analyzer().analyze([conversation])
     assert_ok(outcome, conversation)
     assert fake.requests == 2
+    # The invalid answer was billed too: the conversation carries both answers' tokens.
+    assert_billed_in_full([outcome], fake)
+    assert outcome.input_tokens == 2 * expected_usage([conversation])[0]
 
 
 @pytest.mark.parametrize(
@@ -506,8 +524,9 @@ async def test_an_invalid_reply_twice_is_a_failed_outcome(
 ) -> None:
     fake.fail_next(kind, times=2, **options)
     [outcome] = await make_analyzer().analyze([chat("c1")])
-    assert_failed(outcome, "invalid reply", reason)
+    assert_failed(outcome, "invalid reply", reason, billed=True)
     assert fake.requests == 2
+    assert_billed_in_full([outcome], fake)
 
 
 async def test_an_invalid_reply_fails_only_its_own_conversation(
@@ -517,9 +536,10 @@ async def test_an_invalid_reply_fails_only_its_own_conversation(
     conversations = [chat("c1"), chat("c2"), chat("c3")]
     outcomes = await make_analyzer().analyze(conversations)
     assert_ok(outcomes[0], conversations[0])
-    assert_failed(outcomes[1], "invalid reply")
+    assert_failed(outcomes[1], "invalid reply", billed=True)
     assert_ok(outcomes[2], conversations[2])
     assert fake.requests_by_chat == {"c1": 1, "c2": 2, "c3": 1}
+    assert_billed_in_full(outcomes, fake)
 
 
 async def test_a_missing_chat_is_asked_for_again_alone(
@@ -531,6 +551,7 @@ async def test_a_missing_chat_is_asked_for_again_alone(
     for outcome, conversation in zip(outcomes, conversations, strict=True):
         assert_ok(outcome, conversation)
     assert [entry.chat_ids for entry in fake.request_log] == [("a", "b", "c"), ("b",)]
+    assert_billed_in_full(outcomes, fake)
 
 
 async def test_a_chat_missing_twice_is_a_failed_outcome(
@@ -540,8 +561,9 @@ async def test_a_chat_missing_twice_is_a_failed_outcome(
     conversations = [chat("a"), chat("b")]
     outcomes = await make_analyzer(batch_size=4).analyze(conversations)
     assert_ok(outcomes[0], conversations[0])
-    assert_failed(outcomes[1], "did not include")
+    assert_failed(outcomes[1], "did not include", billed=True)
     assert fake.requests == 2
+    assert_billed_in_full(outcomes, fake)
 
 
 async def test_a_reply_without_the_only_chat_fails_after_one_more_try(
@@ -549,8 +571,9 @@ async def test_a_reply_without_the_only_chat_fails_after_one_more_try(
 ) -> None:
     fake.fail_next("missing_chat", times=2)
     [outcome] = await make_analyzer().analyze([chat("c1")])
-    assert_failed(outcome, "did not include")
+    assert_failed(outcome, "did not include", billed=True)
     assert fake.requests == 2
+    assert_billed_in_full([outcome], fake)
 
 
 async def test_an_invalid_reply_then_a_server_error_is_still_recovered(

@@ -22,7 +22,8 @@ Judgement rules (deterministic; see :func:`judge`)
 
 Usage
     prompt_tokens = len(text of all messages) // 4, completion_tokens = len(content) // 4
-    (each at least 1).
+    (each at least 1). ``usage_billed`` is the (prompt, completion) total of every answer
+    that reported usage, valid or not.
 
 Faults
     ``fail_next(kind, times=1, **options)`` queues a fault for the next ``times`` requests;
@@ -323,6 +324,7 @@ class FakeOpenAI:
         self._by_chat: collections.Counter[str] = collections.Counter()
         self._in_flight = 0
         self._peak = 0
+        self._billed = (0, 0)
         self._log: list[LoggedRequest] = []
         self._generation = 0
         self._last_request: dict[str, Any] | None = None
@@ -476,6 +478,7 @@ class FakeOpenAI:
             self._requests = 0
             self._by_chat = collections.Counter()
             self._peak = self._in_flight
+            self._billed = (0, 0)
             self._log = []
             self._generation += 1
             self._last_request = None
@@ -539,6 +542,12 @@ class FakeOpenAI:
         """The most completion requests in flight at once."""
         with self._lock:
             return self._peak
+
+    @property
+    def usage_billed(self) -> tuple[int, int]:
+        """(prompt, completion) tokens reported by every answer so far, valid or not."""
+        with self._lock:
+            return self._billed
 
     @property
     def request_log(self) -> list[LoggedRequest]:
@@ -692,6 +701,8 @@ class FakeOpenAI:
             content = None
         prompt_tokens = max(1, sum(len(text) for text in texts) // 4)
         completion_tokens = max(1, len(content or refusal or "") // 4)
+        with self._lock:
+            self._billed = (self._billed[0] + prompt_tokens, self._billed[1] + completion_tokens)
         completion = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",

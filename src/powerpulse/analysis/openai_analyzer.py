@@ -62,7 +62,12 @@ class OpenAIOptions:
 
 
 class InvalidReply(Exception):
-    """The model answered, but not with a valid analysis of every conversation sent."""
+    """The model answered, but not with a valid analysis of every conversation sent.
+
+    `usage` is the (input, output) tokens the answer was billed for, when it was read.
+    """
+
+    usage: tuple[int, int] = (0, 0)
 
 
 def _retry_after_seconds(exc: BaseException) -> float | None:
@@ -184,6 +189,10 @@ class OpenAIAnalyzer:
     async def _analyze_batch(self, batch: list[ConversationInput]) -> list[AnalysisOutcome]:
         pending = list(batch)
         outcomes: dict[str, AnalysisOutcome] = {}
+        # Tokens of answers that judged nothing (a reply that did not validate): billed all
+        # the same, so they go to the conversations of the next answer that does, or to the
+        # conversations that fail.
+        unattributed = (0, 0)
         # A reply that does not validate gets exactly one more chance.
         for validation_attempt in range(2):
             try:
@@ -192,32 +201,49 @@ class OpenAIAnalyzer:
                 if is_quota_exhausted(exc) or exc.status_code in (401, 403):
                     raise AnalysisUnavailable(_describe_unavailable(exc)) from exc
                 reason = f"the model endpoint refused the request ({exc.status_code})"
-                return self._fail(batch, outcomes, reason)
+                return self._fail(batch, outcomes, reason, unattributed)
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                return self._fail(
-                    batch, outcomes, f"no answer from the model: {type(exc).__name__}"
-                )
+                reason = f"no answer from the model: {type(exc).__name__}"
+                return self._fail(batch, outcomes, reason, unattributed)
             except InvalidReply as exc:
+                unattributed = _add(unattributed, exc.usage)
                 if validation_attempt == 1:
-                    return self._fail(batch, outcomes, f"invalid reply: {exc}")
+                    return self._fail(batch, outcomes, f"invalid reply: {exc}", unattributed)
                 logger.info(
                     "invalid reply for %d conversations, asking again: %s", len(pending), exc
                 )
                 continue
-            self._record(pending, reply, usage, outcomes)
+            unattributed = self._record(pending, reply, _add(usage, unattributed), outcomes)
             pending = [c for c in pending if c.chat_id not in outcomes]
             if not pending:
                 break
             if validation_attempt == 1:
-                return self._fail(batch, outcomes, "the reply did not include this conversation")
+                reason = "the reply did not include this conversation"
+                return self._fail(batch, outcomes, reason, unattributed)
         return [outcomes[c.chat_id] for c in batch]
 
     def _fail(
-        self, batch: list[ConversationInput], outcomes: dict[str, AnalysisOutcome], reason: str
+        self,
+        batch: list[ConversationInput],
+        outcomes: dict[str, AnalysisOutcome],
+        reason: str,
+        usage: tuple[int, int],
     ) -> list[AnalysisOutcome]:
-        return [
-            outcomes.get(c.chat_id) or AnalysisOutcome(c.chat_id, None, error=reason) for c in batch
-        ]
+        """Every conversation without an outcome fails; they share the tokens billed for
+        answers that judged none of them."""
+        failed = [c for c in batch if c.chat_id not in outcomes]
+        for conversation, (tokens_in, tokens_out) in zip(
+            failed, _shares([estimate_tokens(c.transcript) for c in failed], usage), strict=True
+        ):
+            outcomes[conversation.chat_id] = AnalysisOutcome(
+                conversation.chat_id,
+                None,
+                error=reason,
+                input_tokens=tokens_in,
+                output_tokens=tokens_out,
+                cost_usd=self.cost(tokens_in, tokens_out),
+            )
+        return [outcomes[c.chat_id] for c in batch]
 
     def _record(
         self,
@@ -225,24 +251,17 @@ class OpenAIAnalyzer:
         reply: BatchJudgement,
         usage: tuple[int, int],
         outcomes: dict[str, AnalysisOutcome],
-    ) -> None:
+    ) -> tuple[int, int]:
+        """Record the judgements of a reply; returns its usage when it judged none."""
         wanted = {c.chat_id: c for c in pending}
         found = {j.chat_id: j for j in reply.analyses if j.chat_id in wanted}
-        # Tokens of a shared request are split by transcript length. Rounding the running
-        # total (not each share) makes the shares add up to exactly what the API reported.
-        weights = {chat_id: estimate_tokens(wanted[chat_id].transcript) for chat_id in found}
-        total_weight = sum(weights.values()) or 1
-        input_tokens, output_tokens = usage
-        weight_so_far = 0
-        for chat_id, judgement in found.items():
-            before = weight_so_far
-            weight_so_far += weights[chat_id]
-            tokens_in = round(input_tokens * weight_so_far / total_weight) - round(
-                input_tokens * before / total_weight
-            )
-            tokens_out = round(output_tokens * weight_so_far / total_weight) - round(
-                output_tokens * before / total_weight
-            )
+        if not found:
+            return usage
+        # Tokens of a shared request are split by transcript length.
+        weights = [estimate_tokens(wanted[chat_id].transcript) for chat_id in found]
+        for (chat_id, judgement), (tokens_in, tokens_out) in zip(
+            found.items(), _shares(weights, usage), strict=True
+        ):
             outcomes[chat_id] = AnalysisOutcome(
                 chat_id,
                 judgement,
@@ -250,6 +269,7 @@ class OpenAIAnalyzer:
                 output_tokens=tokens_out,
                 cost_usd=self.cost(tokens_in, tokens_out),
             )
+        return (0, 0)
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return (
@@ -309,7 +329,35 @@ class OpenAIAnalyzer:
         await self.concurrency.succeeded()
         usage = completion.usage
         tokens = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
-        return _parse_reply(completion), tokens
+        try:
+            return _parse_reply(completion), tokens
+        except InvalidReply as exc:
+            exc.usage = tokens
+            raise
+
+
+def _add(first: tuple[int, int], second: tuple[int, int]) -> tuple[int, int]:
+    return first[0] + second[0], first[1] + second[1]
+
+
+def _shares(weights: Sequence[int], usage: tuple[int, int]) -> list[tuple[int, int]]:
+    """Split (input, output) tokens in proportion to the weights. Rounding the running total
+    (not each share) makes the shares add up to exactly the usage."""
+    if not any(weights):
+        weights = [1] * len(weights)
+    total = sum(weights) or 1
+    tokens_in, tokens_out = usage
+    shares: list[tuple[int, int]] = []
+    so_far = 0
+    for weight in weights:
+        before, so_far = so_far, so_far + weight
+        shares.append(
+            (
+                round(tokens_in * so_far / total) - round(tokens_in * before / total),
+                round(tokens_out * so_far / total) - round(tokens_out * before / total),
+            )
+        )
+    return shares
 
 
 def _parse_reply(completion: Any) -> BatchJudgement:

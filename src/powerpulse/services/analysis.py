@@ -277,13 +277,15 @@ class AnalysisService:
                 outcome = outcomes.get(task.conversation_id)
                 if task.conversation_id in cached:
                     job.cached += 1
-                elif outcome is not None and outcome.judgement is not None:
-                    job.analyzed += 1
+                elif outcome is not None:
+                    if outcome.judgement is not None:
+                        job.analyzed += 1
+                    else:
+                        job.failed += 1
+                    # A failed conversation's tokens were billed all the same.
                     job.input_tokens += outcome.input_tokens
                     job.output_tokens += outcome.output_tokens
                     job.cost_usd += outcome.cost_usd
-                elif outcome is not None:
-                    job.failed += 1
                 else:
                     # The conversation vanished or has no messages: nothing to judge.
                     job.cached += 1
