@@ -28,7 +28,6 @@ DATA_DIR = Path(__file__).parent / "data"
 CORPUS_DIR = DATA_DIR / "bad_inputs"
 MANIFEST = json.loads((CORPUS_DIR / "manifest.json").read_text(encoding="utf-8"))
 CASES: list[dict[str, Any]] = MANIFEST["cases"]
-KNOWN_ISSUES = [case for case in CASES if "known_issue" in case]
 # The committed corpus stays small; big cases are generated at test time.
 MAX_CORPUS_BYTES = 3 * 1024 * 1024
 # The corpus's "million tiny chats" case: about 5 minutes on an idle two-core machine.
@@ -367,25 +366,11 @@ async def test_every_bad_input_is_refused_or_stored_exactly(
     assert all(baseline.values())
 
     for case in CASES:
-        # A known issue is checked against what happens today; its own test holds the rule.
-        expect = case["known_issue"]["actual"] if "known_issue" in case else case["expect"]
         with subtests.test(case=case["name"]):
-            await check_case(client, expect, case_content(case))
+            await check_case(client, case["expect"], case_content(case))
 
     assert await snapshot(client, BASELINE_CHATS) == baseline
     assert await integrity_problems(database_url) == {}
-
-
-@pytest.mark.xfail(strict=True, reason="known issue, see the case's known_issue in the manifest")
-@pytest.mark.parametrize("case", KNOWN_ISSUES, ids=[case["name"] for case in KNOWN_ISSUES])
-async def test_known_issue_follows_the_rule(
-    app_client_factory: Any, settings_factory: Any, case: dict[str, Any]
-) -> None:
-    client = await app_client_factory(
-        settings_factory(**MANIFEST["settings"], **NO_RATE_LIMITS), run_worker=False
-    )
-
-    await check_case(client, case["expect"], case_content(case))
 
 
 async def test_an_upload_over_the_size_limit_is_refused_before_it_is_stored(

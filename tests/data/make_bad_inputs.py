@@ -141,7 +141,6 @@ class Case:
     expect: dict[str, Any]
     suffix: str = ".json"
     generated: bool = False  # built at test time, not committed
-    known_issue: dict[str, Any] | None = None  # {"issue": ..., "actual": {...}}
     tags: list[str] = field(default_factory=list)
 
     @property
@@ -975,12 +974,6 @@ def _() -> bytes:
     "An escaped unpaired low surrogate (\\udc00) in a message. Valid JSON; by the product's "
     "rule (clean_text) it becomes U+FFFD and the file is stored.",
     stored(chats_received=1, received=2, stored=2, conversations={"sur-low": 2}),
-    known_issue={
-        "issue": "yajl turns the escape into the bytes ED B0 80, which ijson cannot decode, "
-        "so the whole upload is refused as 'not valid UTF-8 text' (a lone high surrogate "
-        "becomes '?' instead).",
-        "actual": rejected("not valid UTF-8"),
-    },
     tags=["surrogates"],
 )
 def _() -> bytes:
@@ -1302,8 +1295,6 @@ def manifest() -> dict[str, Any]:
         else:
             entry["file"] = item.file
         entry["expect"] = item.expect
-        if item.known_issue:
-            entry["known_issue"] = item.known_issue
         if item.tags:
             entry["tags"] = item.tags
         cases.append(entry)
@@ -1313,8 +1304,7 @@ def manifest() -> dict[str, Any]:
         "'rejected': status 200, a GraphQL error with the code, nothing stored. "
         "'accepted'/'partial': the upload report's counts, the records listed in `errors` "
         "as [chatId, index, part of the reason], and the conversations created with their "
-        "message counts; nothing else is stored. A case with `known_issue` documents "
-        "current behaviour (`actual`) that differs from the rule (`expect`).",
+        "message counts; nothing else is stored.",
         "settings": SETTINGS,
         "cases": cases,
     }

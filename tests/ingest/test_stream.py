@@ -307,3 +307,74 @@ def test_chats_are_read_lazily_one_at_a_time() -> None:
     iterator = iter_chats(stream)
     assert next(iterator) == ("first", [{"n": 1}])
     assert stream.tell() < len(first) + len(filler)
+
+
+class Pieces(io.RawIOBase):
+    """A stream that hands its bytes out in pieces of the given sizes, in turn."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self._data = memoryview(data)
+        self._sizes = sizes
+        self._turn = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size = min(len(buffer), len(self._data), self._sizes[self._turn % len(self._sizes)])
+        self._turn += 1
+        buffer[:size] = self._data[:size]
+        self._data = self._data[size:]
+        return size
+
+
+# JSON string bodies holding surrogate escapes, as they stand in the file.
+SURROGATE_ESCAPES = [
+    rb"x\udc00y",  # a lone low surrogate
+    rb"\uDFFF",  # upper-case hex
+    rb"\ud83d\ude00",  # a pair: one emoji
+    rb"\ud800\udc00 and \uDBFF\uDFFF",  # the first and the last pair
+    rb"\udc00\ud83d\ude00\ude00",  # lone, pair, lone
+    rb"\\udc00",  # an escaped backslash, then the text "udc00": no escape
+    rb"\\\udc00",  # an escaped backslash, then a lone low surrogate
+    rb"\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\udc00",
+    rb"caf\u00e9 \u2713 \ude0a",  # other escapes around a lone one
+]
+
+
+def surrogate_document(body: bytes) -> bytes:
+    return b'{"chat": [{"text": "' + body + b'"}], "after": [{"text": "still read"}]}'
+
+
+def expected_text(body: bytes) -> str:
+    """What the rule makes of the string: JSON's own decoding, then clean_text."""
+    from powerpulse.ingest.records import clean_text
+
+    return clean_text(json.loads(b'"' + body + b'"'))
+
+
+@pytest.mark.parametrize("body", SURROGATE_ESCAPES, ids=range(len(SURROGATE_ESCAPES)))
+def test_a_lone_low_surrogate_escape_is_read_as_the_replacement_character(body: bytes) -> None:
+    """Wherever the reads of the file split it, a low surrogate escaped without its high
+    half reads as U+FFFD, a pair as its character, and an escaped backslash as itself."""
+    document = surrogate_document(body)
+    expected = [("chat", [{"text": expected_text(body)}]), ("after", [{"text": "still read"}])]
+    start = document.index(body)
+    for split in range(start - 8, start + len(body) + 8):
+        parsed = list(iter_chats(Pieces(document, [split, 1, 2, 3, 1 << 16])))
+        assert parsed == expected, split
+    assert list(iter_chats(Pieces(document, [1]))) == expected
+
+
+def test_surrogate_escapes_read_a_few_bytes_at_a_time_come_out_whole() -> None:
+    """Reads smaller than an escape (as a buffered reader may make) see the same bytes."""
+    from powerpulse.ingest.stream import _LoneLowSurrogates
+
+    document = surrogate_document(b"a\\udc00b\\ud83d\\ude00c\\\\udc00")
+    for size in (1, 2, 5, 7, 64):
+        reader = _LoneLowSurrogates(Pieces(document, [3, 11, 1]))
+        pieces = []
+        while piece := reader.read(size):
+            assert len(piece) <= size
+            pieces.append(piece)
+        assert b"".join(pieces) == document.replace(b"a\\udc00b", b"a\\ufffdb"), size

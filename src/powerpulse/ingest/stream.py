@@ -54,6 +54,113 @@ class PrefixedStream(io.RawIOBase):
         return len(data)
 
 
+# A JSON escape of the UTF-16 high surrogate that pairs with a low one.
+_HIGH_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}")
+# A low surrogate escape that may be lone: not right after a high surrogate escape whose
+# backslash follows another character than a backslash (a pair, the common case, which the
+# search skips at C speed; what is left is judged byte by byte).
+_LONE_LOW_CANDIDATE = re.compile(
+    # Written to start with its literal "\u", which the search then looks for at C speed.
+    rb"\\u(?<![^\\]\\u[dD][89abAB][0-9a-fA-F]{2}\\u)[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+_ESCAPE_BYTES = 6  # a backslash, "u" and four hex digits
+_REPLACEMENT_ESCAPE = b"\\ufffd"
+_BACKSLASH = 0x5C
+# Reads smaller than this go through a buffer of _PEEK_BYTES (held bytes must fit).
+_SMALLEST_FILL = 64
+
+
+class _LoneLowSurrogates(io.RawIOBase):
+    """Rewrites each escaped low surrogate that does not follow an escaped high one
+    (`\\udc00` alone) as `\\ufffd`, the replacement character clean_text makes of it.
+
+    ijson's C backend decodes such an escape to bytes that are not UTF-8 and then refuses
+    the whole file (a lone high surrogate it turns into "?" by itself). The rewrite keeps
+    every byte offset: an escape is six bytes either way. An escape counts only where its
+    backslash is not itself escaped, that is after an even run of backslashes, counted
+    across reads. Bytes that may be the start of an escape, or a high surrogate escape the
+    next bytes may pair with, wait for the next read.
+    """
+
+    def __init__(self, source: io.RawIOBase) -> None:
+        self._source = source
+        self._held = b""  # read, not yet passed on
+        self._ready = b""  # rewritten already, for reads too small to rewrite into
+        self._run = 0  # backslashes at the end of what was passed on
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if not self._ready and len(view) < _SMALLEST_FILL:
+            scratch = bytearray(_PEEK_BYTES)
+            self._ready = bytes(scratch[: self._fill(memoryview(scratch))])
+        if self._ready:
+            size = min(len(view), len(self._ready))
+            view[:size] = self._ready[:size]
+            self._ready = self._ready[size:]
+            return size
+        return self._fill(view)
+
+    def _fill(self, view: memoryview) -> int:
+        """Read into `view`, rewrite what can be judged, hold back what cannot yet."""
+        while True:
+            total = len(self._held)
+            view[:total] = self._held
+            if not self._ended:
+                got = self._source.readinto(view[total:])
+                if got:
+                    total += got
+                else:
+                    self._ended = True
+            cut = total if self._ended else _safe_end(view, total)
+            if cut or self._ended:
+                break
+            self._held = bytes(view[:total])
+        if _LONE_LOW_CANDIDATE.search(view, 0, cut):  # rare: only then is anything copied
+            view[:cut] = self._rewrite(bytes(view[:cut]))
+        self._held = bytes(view[cut:total])
+        self._run = self._run_before(view, cut)
+        return cut
+
+    def _run_before(self, data: Any, position: int) -> int:
+        """The backslashes right before `position`, with those passed on before `data`."""
+        start = position
+        while start > 0 and data[start - 1] == _BACKSLASH:
+            start -= 1
+        return position - start + (self._run if start == 0 else 0)
+
+    def _rewrite(self, data: bytes) -> bytes:
+        fixed = bytearray(data)
+        for match in _LONE_LOW_CANDIDATE.finditer(data):
+            start = match.start()
+            if self._run_before(data, start) % 2:
+                continue  # an escaped backslash, then the text "udc00"
+            high = start - _ESCAPE_BYTES
+            if (
+                high >= 0
+                and _HIGH_SURROGATE_ESCAPE.match(data, high)
+                and self._run_before(data, high) % 2 == 0
+            ):
+                continue  # the second half of a pair
+            fixed[start : start + _ESCAPE_BYTES] = _REPLACEMENT_ESCAPE
+        return bytes(fixed)
+
+
+def _safe_end(view: memoryview, total: int) -> int:
+    """How much of a read can be judged now: not an escape the read may have cut short
+    (it starts with a backslash in the last five bytes), nor a high surrogate escape
+    right before that point, which the next bytes may pair with."""
+    tail = bytes(view[max(0, total - _ESCAPE_BYTES + 1) : total])
+    backslash = tail.find(b"\\")
+    cut = total if backslash == -1 else total - len(tail) + backslash
+    if cut >= _ESCAPE_BYTES and _HIGH_SURROGATE_ESCAPE.match(view, cut - _ESCAPE_BYTES, cut):
+        cut -= _ESCAPE_BYTES
+    return cut
+
+
 # Structure only: quotes and brackets survive, everything else vanishes.
 _STRUCTURE = bytes(set(range(256)) - set(b'"[]{}'))
 # Opening brackets become +1, closing ones -1 (read as signed bytes).
@@ -144,7 +251,7 @@ def _open_top_level(stream: IO[bytes]) -> IO[bytes]:
         raise InvalidUpload(
             f"the top-level JSON value is {kind}; expected an object of chat id → messages"
         )
-    guarded = _DepthGuard(PrefixedStream(head, stream))
+    guarded = _DepthGuard(_LoneLowSurrogates(PrefixedStream(head, stream)))
     return io.BufferedReader(guarded, buffer_size=_PEEK_BYTES)
 
 
