@@ -176,7 +176,9 @@ class _DepthGuard(io.RawIOBase):
     out, the rare strings that hold brackets are cut, and the depth is a running sum.
     """
 
-    def __init__(self, source: IO[bytes], max_depth: int = MAX_NESTING_DEPTH) -> None:
+    def __init__(
+        self, source: IO[bytes] | io.RawIOBase, max_depth: int = MAX_NESTING_DEPTH
+    ) -> None:
         self._source = source
         self._max_depth = max_depth
         self._depth = 0
