@@ -9,7 +9,7 @@ several times faster than datetimes and objects).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -46,12 +46,21 @@ class PackedChat(NamedTuple):
 
 
 def pack_rows(
-    messages: Iterable[NormalisedMessage], timestamp: TimestampForm
-) -> list[tuple[Any, ...]]:
+    messages: Sequence[NormalisedMessage], timestamp: TimestampForm
+) -> tuple[list[tuple[Any, ...]], Callable[[datetime], Any]]:
+    """The messages' stored columns, and the conversion of any of their times to storage
+    form: every time a measurement holds is one of its chat's messages' times, so each is
+    converted once (a chat has about as many reply events as customer messages)."""
     if timestamp is None:
-        return [message[STORED_FIELDS_START:] for message in messages]
+        return [message[STORED_FIELDS_START:] for message in messages], _same
+    times = [m[7] for m in messages]
+    stamps = list(map(timestamp, times))
     # Positional: this runs once per message.
-    return [(m[3], m[4], m[5], m[6], timestamp(m[7]), m[8], m[9], m[10], m[11]) for m in messages]
+    rows = [
+        (m[3], m[4], m[5], m[6], stamp, m[8], m[9], m[10], m[11])
+        for m, stamp in zip(messages, stamps, strict=True)
+    ]
+    return rows, dict(zip(times, stamps, strict=True)).__getitem__
 
 
 def pack_measured(
@@ -92,24 +101,11 @@ def pack_measured(
 def pack_batch(batch: list[ParsedChat], timestamp: TimestampForm) -> list[PackedChat]:
     packed: list[PackedChat] = []
     for chat in batch:
-        messages = chat.messages
+        rows, convert = pack_rows(chat.messages, timestamp)
         if chat.measured is None:
-            packed.append(PackedChat(chat.chat_id, pack_rows(messages, timestamp), None, [], []))
+            packed.append(PackedChat(chat.chat_id, rows, None, [], []))
             continue
-        convert = timestamp
-        if timestamp is None:
-            rows = [message[STORED_FIELDS_START:] for message in messages]
-        else:
-            times = [m[7] for m in messages]
-            stamps = list(map(timestamp, times))
-            rows = [
-                (m[3], m[4], m[5], m[6], stamp, m[8], m[9], m[10], m[11])
-                for m, stamp in zip(messages, stamps, strict=True)
-            ]
-            # Every time a measurement holds is one of the chat's messages' times: each is
-            # converted once (a chat has about as many reply events as customer messages).
-            convert = dict(zip(times, stamps, strict=True)).__getitem__
-        platform = next((m.platform for m in messages if m.platform), None)
+        platform = next((m.platform for m in chat.messages if m.platform), None)
         packed.append(pack_measured(chat.chat_id, rows, platform, chat.measured, convert))
     return packed
 
