@@ -7,9 +7,11 @@ import contextlib
 import logging
 import math
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import event, text
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
@@ -30,6 +32,40 @@ SQLITE_CACHE_KIB = 16 * 1024
 SQLITE_INGEST_CACHE_KIB = 64 * 1024
 
 
+class _SQLiteConnection(aiosqlite.Connection):
+    """An aiosqlite connection whose calls can also run on the event loop's own thread.
+
+    aiosqlite hands every call (open a cursor, execute, fetch, close it, roll back) to the
+    connection's thread and wakes the event loop when it is done. For a read of a few
+    indexed rows those hand-offs cost far more than SQLite itself: 0.67 ms of CPU for a
+    pooled `SELECT 1` through SQLAlchemy, 0.13 ms when run in place (BENCHMARKS.md). While
+    `inline` is set (Database.read(quick=True)), calls run directly; otherwise, as usual, on
+    the connection's thread. Calls on one connection are awaited one after another, so
+    the SQLite connection is never used by two threads at once.
+    """
+
+    inline = False
+
+    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.inline and self._running and self._connection is not None:
+            return fn(*args, **kwargs)
+        return await super()._execute(fn, *args, **kwargs)
+
+
+def _connect_sqlite(database: str, **kwargs: Any) -> _SQLiteConnection:
+    """What aiosqlite.connect does, with a connection that can run calls in place.
+
+    Called by SQLAlchemy's aiosqlite dialect with the arguments of the URL; it awaits
+    the connection, which starts its thread and opens the database there.
+    """
+    # Used by the event loop's thread as well as its own (never both at once).
+    kwargs["check_same_thread"] = False
+    connection = _SQLiteConnection(partial(sqlite3.connect, database, **kwargs), iter_chunk_size=64)
+    # A connection the pool never closed must not keep the interpreter from exiting.
+    connection._thread.daemon = True
+    return connection
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.database_url
     kwargs: dict[str, Any] = {
@@ -39,10 +75,20 @@ def create_engine(settings: Settings) -> AsyncEngine:
         "pool_timeout": settings.db_pool_timeout,
     }
     if settings.is_sqlite:
-        kwargs["connect_args"] = {"timeout": settings.sqlite_busy_timeout_ms / 1000}
+        kwargs["connect_args"] = {
+            "timeout": settings.sqlite_busy_timeout_ms / 1000,
+            "async_creator_fn": _connect_sqlite,
+        }
     engine = create_async_engine(url, **kwargs)
     if settings.is_sqlite:
         busy_timeout = settings.sqlite_busy_timeout_ms
+
+        @event.listens_for(engine.sync_engine, "checkout")
+        def _threaded_by_default(_dbapi: Any, record: Any, _proxy: Any) -> None:
+            # Whoever held the connection before may have run it in place.
+            driver = record.driver_connection
+            if isinstance(driver, _SQLiteConnection):
+                driver.inline = False
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -120,17 +166,31 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     @contextlib.asynccontextmanager
-    async def read(self, *, consistent: bool = False) -> AsyncIterator[AsyncConnection]:
+    async def read(
+        self, *, consistent: bool = False, quick: bool = False
+    ) -> AsyncIterator[AsyncConnection]:
         """A connection for queries; nothing it does is committed.
 
         On PostgreSQL each statement runs on its own (autocommit): a BEGIN and a ROLLBACK
         around every read would triple its round trips. `consistent` reads run in one
         transaction instead: several statements that must see the same state, or a
         server-side cursor streaming rows (which PostgreSQL keeps only in a transaction).
+
+        `quick` promises reads of a few rows found by an index (a version, a key, a page
+        without filters). On SQLite they then run on the event loop's thread, saving the
+        hand-offs to the connection's thread that cost more than such a read
+        (_SQLiteConnection). Anything that may scan (a search, a filter, an export,
+        analytics) must not be quick: it would hold up every other request of the process.
         """
         async with contextlib.AsyncExitStack() as stack:
             connection = await _checked_out(stack, self.engine.connect())
-            if not consistent and not self.is_sqlite:
+            if self.is_sqlite:
+                if quick:
+                    raw = await connection.get_raw_connection()
+                    driver = raw.driver_connection
+                    if isinstance(driver, _SQLiteConnection):
+                        driver.inline = True
+            elif not consistent:
                 await connection.execution_options(isolation_level="AUTOCOMMIT")
             yield connection
 

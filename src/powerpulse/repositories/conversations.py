@@ -44,6 +44,18 @@ ANALYSIS_COLUMNS = tuple(
 )
 
 
+# Orders an index keeps (ix_conversations_tenant_last, ix_conversations_tenant_first): an
+# unfiltered page in one of them reads just its own rows.
+INDEXED_ORDERS = frozenset(
+    {
+        ConversationOrder.LAST_MESSAGE_DESC,
+        ConversationOrder.LAST_MESSAGE_ASC,
+        ConversationOrder.FIRST_MESSAGE_DESC,
+        ConversationOrder.FIRST_MESSAGE_ASC,
+    }
+)
+
+
 def _orderings(csi: dict[str, Any]) -> dict[ConversationOrder, Ordering]:
     score = csi["csi"]
     return {
@@ -181,6 +193,11 @@ class ConversationRepository(Repository):
         for conversation_id, agent in rows:
             found[conversation_id].append(agent)
         return found
+
+    @staticmethod
+    def reads_few(criteria: ConversationCriteria, order: ConversationOrder) -> bool:
+        """Whether a page reads only its own rows: no filter, in an order an index keeps."""
+        return order in INDEXED_ORDERS and criteria == ConversationCriteria()
 
     async def page(
         self,

@@ -76,7 +76,7 @@ class ReadService:
         any connection it needs itself: other requests may be waiting on its answer after
         the asking request has gone.
         """
-        async with self._database.read() as connection:
+        async with self._database.read(quick=True) as connection:
             version = await TenantRepository(connection).data_version(tenant_id)
         if not self._cache.enabled:
             return await compute(version)

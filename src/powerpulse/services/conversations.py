@@ -32,6 +32,10 @@ class Page:
 MessagePageRequest = tuple[int, int, str | None]
 
 
+# Up to this many messages in one read run in place (Database.read(quick=True)).
+QUICK_MESSAGE_ROWS = 1000
+
+
 def check_page_size(first: int, limit: int) -> None:
     if first < 0 or first > limit:
         raise BadUserInput(f"`first` must be between 0 and {limit}, got {first}")
@@ -56,7 +60,8 @@ class ConversationService(ReadService):
     ) -> Page:
         check_page_size(first, self._settings.max_page_size)
         criteria = resolve_filter(selection, await self._zone(tenant_id))
-        async with self._database.read() as connection:
+        quick = ConversationRepository.reads_few(criteria, order)
+        async with self._database.read(quick=quick) as connection:
             rows, has_next, ordering = await self._conversations(connection).page(
                 tenant_id, criteria, order=order, first=first, after=after
             )
@@ -77,15 +82,15 @@ class ConversationService(ReadService):
         # Chat ids were stored cleaned (no NUL, no unpaired surrogates, which the drivers
         # refuse); a lookup is cleaned the same way.
         chat_id = clean_text(chat_id)
-        async with self._database.read() as connection:
+        async with self._database.read(quick=True) as connection:
             return await self._conversations(connection).get_by_chat_id(tenant_id, chat_id)
 
     async def agents(self, tenant_id: int, conversation_ids: list[int]) -> dict[int, list[str]]:
-        async with self._database.read() as connection:
+        async with self._database.read(quick=True) as connection:
             return await self._conversations(connection).agents_for(tenant_id, conversation_ids)
 
     async def topics(self, tenant_id: int, conversation_ids: list[int]) -> dict[int, list[str]]:
-        async with self._database.read() as connection:
+        async with self._database.read(quick=True) as connection:
             return await AnalysisRepository(connection).topics_for(tenant_id, conversation_ids)
 
     async def message_pages(
@@ -108,7 +113,9 @@ class ConversationService(ReadService):
             valid.append(request)
         read = []
         if valid:
-            async with self._database.read() as connection:
+            # Each page is a limited read along the messages' index.
+            quick = sum(request[1] for request in valid) <= QUICK_MESSAGE_ROWS
+            async with self._database.read(quick=quick) as connection:
                 read = await MessageRepository(connection).pages(tenant_id, valid)
         pages = iter(read)
         return [_message_page(next(pages)) if answer is None else answer for answer in answers]

@@ -17,17 +17,17 @@ class JobService:
         self._settings = settings
 
     async def get(self, tenant_id: int, job_id: int) -> Mapping[str, Any] | None:
-        async with self._database.read() as connection:
+        async with self._database.read(quick=True) as connection:
             return await JobRepository(connection).get(tenant_id, job_id)
 
     async def page(self, tenant_id: int, *, first: int, after: str | None) -> Page:
         check_page_size(first, self._settings.max_page_size)
-        async with self._database.read() as connection:
+        async with self._database.read(quick=True) as connection:
             rows, has_next, ordering = await JobRepository(connection).page(
                 tenant_id, first=first, after=after
             )
         return Page(rows, [ordering.cursor_for(row) for row in rows], has_next)
 
     async def count(self, tenant_id: int) -> int:
-        async with self._database.read() as connection:
+        async with self._database.read(quick=True) as connection:
             return await JobRepository(connection).count(tenant_id)

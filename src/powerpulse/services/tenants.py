@@ -88,7 +88,7 @@ class TenantDirectory:
         cached = self._cache.get(tenant_id)
         if cached is not None and time.monotonic() - cached[0] < TENANT_CACHE_SECONDS:
             return cached[1]
-        async with self._database.read() as connection:
+        async with self._database.read(quick=True) as connection:
             row = await TenantRepository(connection).get(tenant_id)
         if row is None:
             raise NotFound(f"tenant {tenant_id} does not exist")
@@ -225,7 +225,7 @@ class Authenticator:
     async def authenticate(self, key: str) -> Principal | None:
         if not key.startswith(KEY_PREFIX) or len(key) > 200:
             return None
-        async with self._database.read() as connection:
+        async with self._database.read(quick=True) as connection:
             row = await ApiKeyRepository(connection).active_by_hash(hash_key(key))
         if row is None:
             return None

@@ -1,0 +1,111 @@
+"""Database.read(quick=True): on SQLite the statements run on the event loop's thread,
+every other use of a connection on the connection's own thread, and a failure in place
+leaves the connection as usable as one on its thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from powerpulse.db import Database, create_engine
+from powerpulse.settings import Settings
+
+
+async def _single_connection(settings: Settings) -> AsyncIterator[Database]:
+    database = Database(create_engine(settings))
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+# One pooled connection: every use in a test takes the same one.
+ONE_CONNECTION = {"db_pool_size": 1, "db_max_overflow": 0}
+
+
+@pytest.fixture
+async def database(settings_factory: Any) -> AsyncIterator[Database]:
+    """A database of each engine."""
+    async for database in _single_connection(settings_factory(**ONE_CONNECTION)):
+        yield database
+
+
+@pytest.fixture
+async def sqlite(tmp_path: Path) -> AsyncIterator[Database]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'quick.db'}"
+    async for database in _single_connection(Settings(database_url=url, **ONE_CONNECTION)):
+        yield database
+
+
+async def _thread_of(connection: AsyncConnection) -> int:
+    """The thread SQLite runs this connection's statements on."""
+    raw = await connection.get_raw_connection()
+    sqlite_connection = raw.driver_connection._connection  # type: ignore[union-attr]
+    sqlite_connection.create_function("pp_thread", 0, threading.get_ident)
+    return int((await connection.execute(text("SELECT pp_thread()"))).scalar_one())
+
+
+async def test_quick_reads_run_on_the_event_loop_thread_and_others_do_not(sqlite: Database) -> None:
+    database = sqlite
+    loop_thread = threading.get_ident()
+
+    async with database.read() as connection:
+        assert await _thread_of(connection) != loop_thread
+    async with database.read(quick=True) as connection:
+        assert await _thread_of(connection) == loop_thread
+    # The same pooled connection, taken again: back on its own thread.
+    async with database.read() as connection:
+        assert await _thread_of(connection) != loop_thread
+    async with database.read(quick=True) as connection:
+        assert await _thread_of(connection) == loop_thread
+    async with database.write() as connection:
+        assert await _thread_of(connection) != loop_thread
+    async with database.read(consistent=True) as connection:
+        assert await _thread_of(connection) != loop_thread
+
+
+async def test_a_failed_quick_read_leaves_the_connection_usable(sqlite: Database) -> None:
+    database = sqlite
+    async with database.write() as connection:
+        await connection.execute(text("CREATE TABLE numbers (n INTEGER)"))
+        await connection.execute(text("INSERT INTO numbers VALUES (1), (2), (3)"))
+
+    with pytest.raises(OperationalError, match="no such table"):
+        async with database.read(quick=True) as connection:
+            await connection.execute(text("SELECT * FROM no_such_table"))
+
+    async with database.read(quick=True) as connection:
+        assert (await connection.execute(text("SELECT sum(n) FROM numbers"))).scalar_one() == 6
+    async with database.write() as connection:
+        await connection.execute(text("INSERT INTO numbers VALUES (4)"))
+    async with database.read() as connection:
+        assert (await connection.execute(text("SELECT sum(n) FROM numbers"))).scalar_one() == 10
+
+
+async def test_quick_reads_see_committed_writes_on_both_engines(database: Database) -> None:
+    async with database.write() as connection:
+        await connection.execute(text("CREATE TABLE numbers (n INTEGER)"))
+    for n in range(1, 4):
+        async with database.write() as connection:
+            await connection.execute(text("INSERT INTO numbers VALUES (:n)"), {"n": n})
+        async with database.read(quick=True) as connection:
+            found = (await connection.execute(text("SELECT count(*) FROM numbers"))).scalar_one()
+        assert found == n
+
+
+async def test_a_quick_read_cannot_write(sqlite: Database) -> None:
+    """Nothing a read does is committed, in place or not."""
+    database = sqlite
+    async with database.write() as connection:
+        await connection.execute(text("CREATE TABLE numbers (n INTEGER)"))
+    async with database.read(quick=True) as connection:
+        await connection.execute(text("INSERT INTO numbers VALUES (1)"))
+    async with database.read() as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM numbers"))).scalar_one() == 0
