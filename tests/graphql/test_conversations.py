@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 from chat_exports import SAMPLE, SAMPLE_CONVERSATIONS, upload_ok
+from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
+
+from powerpulse.graphql.types import selects
 
 PAGE = """
 query($first: Int, $after: String, $order: ConversationOrder, $filter: ConversationFilter) {
@@ -222,6 +225,81 @@ async def test_conversation_has_hand_computed_measurements(
             for moment in ("firstMessageAt", "lastMessageAt"):
                 assert _utc(found.pop(moment)) == datetime.fromisoformat(expected.pop(moment))
             assert found == pytest.approx(expected)
+
+
+AGENTS_SPELLINGS = {
+    "field": "conversations(first: 10) { edges { node { chatId agents } } }",
+    "alias": "conversations(first: 10) { edges { node { chatId who: agents } } }",
+    "named fragment": (
+        "conversations(first: 10) { edges { ...Edge } } } "
+        "fragment Edge on ConversationEdge { node { chatId ...People } } "
+        "fragment People on Conversation { agents"
+    ),
+    "inline fragment": (
+        "conversations(first: 10) { edges { node { chatId ... on Conversation { agents } } } }"
+    ),
+    "no agents": "conversations(first: 10) { edges { node { chatId } } }",
+}
+
+
+async def test_agents_of_a_page_however_they_are_asked_for(
+    sample_client: Any, subtests: Any
+) -> None:
+    """Agents asked for on a page are read with it, through aliases and fragments too."""
+    expected = {chat_id: facts["agents"] for chat_id, facts in SAMPLE_CONVERSATIONS.items()}
+    for spelling, selection in AGENTS_SPELLINGS.items():
+        with subtests.test(spelling=spelling):
+            data = await sample_client.data(f"query {{ {selection} }}")
+
+            nodes = [edge["node"] for edge in data["conversations"]["edges"]]
+            assert sorted(node["chatId"] for node in nodes) == sorted(expected)
+            for node in nodes:
+                if spelling == "no agents":
+                    assert set(node) == {"chatId"}
+                else:
+                    agents = node["who"] if spelling == "alias" else node["agents"]
+                    assert agents == expected[node["chatId"]], node["chatId"]
+
+
+def _field(name: str, *selections: Any) -> SelectedField:
+    return SelectedField(name, {}, {}, list(selections))
+
+
+def test_selects_finds_a_path_through_fragments_and_nothing_else() -> None:
+    agents = _field("agents")
+    direct = [_field("conversations", _field("edges", _field("node", agents)))]
+    spread = [
+        _field(
+            "conversations",
+            _field(
+                "edges",
+                FragmentSpread("Edge", "ConversationEdge", {}, [_field("node", agents)]),
+            ),
+        )
+    ]
+    inline = [
+        _field("conversations", _field("edges", _field("node", InlineFragment(None, [agents], {}))))
+    ]
+    path = ("conversations", "edges", "node", "agents")
+
+    assert selects(direct, path) and selects(spread, path) and selects(inline, path)
+    assert not selects([_field("conversations", _field("edges", _field("node")))], path)
+    # The name has to be at its own level: an `agents` elsewhere does not count.
+    assert not selects([_field("conversations", _field("edges", agents))], path)
+    assert not selects([_field("agents")], path)
+
+
+async def test_agents_of_one_conversation_through_a_fragment(sample_client: Any) -> None:
+    chat_id, facts = next(
+        (chat_id, facts) for chat_id, facts in SAMPLE_CONVERSATIONS.items() if facts["agents"]
+    )
+    data = await sample_client.data(
+        "query($chatId: String!) { conversation(chatId: $chatId) { ...People } } "
+        "fragment People on Conversation { chatId agents }",
+        {"chatId": chat_id},
+    )
+
+    assert data["conversation"] == {"chatId": chat_id, "agents": facts["agents"]}
 
 
 async def test_unknown_conversation_is_null(sample_client: Any) -> None:

@@ -43,6 +43,7 @@ from .types import (
     UploadChatsPayload,
     page_info,
     parse_id,
+    selects,
     to_filter,
 )
 
@@ -156,9 +157,18 @@ class Query:
             first=DEFAULT_PAGE_SIZE if first is None else first,
             after=after,
         )
+        agents: dict[int, list[str]] = {}
+        if page.rows and selects(
+            info.selected_fields, ("conversations", "edges", "node", "agents")
+        ):
+            agents = await info.context.services.conversations.agents(
+                info.context.tenant_id, [row["id"] for row in page.rows]
+            )
         return ConversationConnection(
             edges=[
-                ConversationEdge(cursor=cursor, node=Conversation.from_row(row))
+                ConversationEdge(
+                    cursor=cursor, node=Conversation.from_row(row, agents.get(row["id"]))
+                )
                 for row, cursor in zip(page.rows, page.cursors, strict=True)
             ],
             page_info=page_info(page, after),
@@ -168,7 +178,15 @@ class Query:
     @strawberry.field(description="One conversation by its chat id; null when there is none.")
     async def conversation(self, info: Info[Context, None], chat_id: str) -> Conversation | None:
         row = await info.context.services.conversations.get(info.context.tenant_id, chat_id)
-        return Conversation.from_row(row) if row is not None else None
+        if row is None:
+            return None
+        agents = None
+        if selects(info.selected_fields, ("conversation", "agents")):
+            found = await info.context.services.conversations.agents(
+                info.context.tenant_id, [row["id"]]
+            )
+            agents = found[row["id"]]
+        return Conversation.from_row(row, agents)
 
     @strawberry.field(description="One analysis job; null when there is none.")
     async def job(self, info: Info[Context, None], id: strawberry.ID) -> AnalysisJob | None:

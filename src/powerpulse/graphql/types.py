@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import strawberry
 from strawberry.types import Info
+from strawberry.types.nodes import SelectedField, Selection
 
 from ..analysis.schema import SentimentLabel as SentimentLabelModel
 from ..models import AnalysisStatus as AnalysisStatusModel
@@ -325,10 +326,17 @@ class Conversation:
         description="Customer Satisfaction Index; null unless analysisStatus is DONE."
     )
     conversation_id: strawberry.Private[int]
+    # Read with the conversation when the request asks for them (selects()).
+    preloaded_agents: strawberry.Private[list[str] | None] = None
 
     @strawberry.field(description="Distinct agents (username, else email) who wrote.")
-    async def agents(self, info: Info[Context, None]) -> list[str]:
-        return await info.context.agents_loader.load(self.conversation_id)
+    def agents(self, info: Info[Context, None]) -> list[str]:
+        # Synchronous when read with the conversation: an awaited field on every node of
+        # a page costs graphql-core more than the read itself.
+        if self.preloaded_agents is not None:
+            return self.preloaded_agents
+        # Otherwise the request's loader reads them together; graphql-core awaits it.
+        return cast(list[str], info.context.agents_loader.load(self.conversation_id))
 
     @strawberry.field(description="The conversation's messages in time order.")
     async def messages(
@@ -347,9 +355,10 @@ class Conversation:
         )
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Conversation:
+    def from_row(cls, row: Mapping[str, Any], agents: list[str] | None = None) -> Conversation:
         return cls(
             conversation_id=row["id"],
+            preloaded_agents=agents,
             chat_id=row["chat_id"],
             platform=row["platform"],
             message_count=row["message_count"],
@@ -368,6 +377,20 @@ class Conversation:
             analysis=ConversationAnalysis.from_row(row),
             csi=CsiScore.from_row(row),
         )
+
+
+def selects(selections: Iterable[Selection], path: Sequence[str]) -> bool:
+    """Whether the request asks for `path` (GraphQL field names, one level each) under
+    these selections, directly or through fragments."""
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            if selection.name == path[0] and (
+                len(path) == 1 or selects(selection.selections, path[1:])
+            ):
+                return True
+        elif selects(selection.selections, path):  # a fragment's fields are at this level
+            return True
+    return False
 
 
 @strawberry.type
