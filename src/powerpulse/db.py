@@ -38,7 +38,7 @@ class _SQLiteConnection(aiosqlite.Connection):
     aiosqlite hands every call (open a cursor, execute, fetch, close it, roll back) to the
     connection's thread and wakes the event loop when it is done. For a read of a few
     indexed rows those hand-offs cost far more than SQLite itself: 0.67 ms of CPU for a
-    pooled `SELECT 1` through SQLAlchemy, 0.13 ms when run in place (BENCHMARKS.md). While
+    pooled `SELECT 1` through SQLAlchemy, 0.13 ms when run in place (docs/operations.md). While
     `inline` is set (Database.read(quick=True)), calls run directly; otherwise, as usual, on
     the connection's thread. Calls on one connection are awaited one after another, so
     the SQLite connection is never used by two threads at once.
