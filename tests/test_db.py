@@ -1,6 +1,6 @@
 """Database.read(quick=True): on SQLite the statements run on the event loop's thread,
 every other use of a connection on the connection's own thread, and a failure in place
-leaves the connection as usable as one on its thread."""
+leaves the connection as usable as one on its thread; and which pages are quick."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from powerpulse.db import Database, create_engine
+from powerpulse.repositories.conversations import ConversationRepository
+from powerpulse.services.filters import ConversationCriteria, ConversationOrder
 from powerpulse.settings import Settings
 
 
@@ -109,3 +111,24 @@ async def test_a_quick_read_cannot_write(sqlite: Database) -> None:
         await connection.execute(text("INSERT INTO numbers VALUES (1)"))
     async with database.read() as connection:
         assert (await connection.execute(text("SELECT count(*) FROM numbers"))).scalar_one() == 0
+
+
+def test_only_unfiltered_pages_in_an_indexed_order_read_in_place() -> None:
+    """A page is a quick read only when an index gives its rows in order, unfiltered."""
+    unfiltered = ConversationCriteria()
+    quick = {
+        order for order in ConversationOrder if ConversationRepository.reads_few(unfiltered, order)
+    }
+    assert quick == {
+        ConversationOrder.LAST_MESSAGE_DESC,
+        ConversationOrder.LAST_MESSAGE_ASC,
+        ConversationOrder.FIRST_MESSAGE_DESC,
+        ConversationOrder.FIRST_MESSAGE_ASC,
+    }
+    for criteria in (
+        ConversationCriteria(search="refund"),
+        ConversationCriteria(agents=("ana",)),
+        ConversationCriteria(min_csi=50.0),
+        ConversationCriteria(chat_ids=("a", "b")),
+    ):
+        assert not ConversationRepository.reads_few(criteria, ConversationOrder.LAST_MESSAGE_DESC)
