@@ -39,7 +39,6 @@ class Context:
     read_only: bool = False
     # Set by the GraphQL-over-WebSocket handshake (connection_init payload).
     connection_params: Any = None
-    agents_loader: DataLoader[int, list[str]] = field(init=False)
     topics_loader: DataLoader[int, list[str]] = field(init=False)
     # (conversation id, first, after): the messages of every conversation a response
     # holds are read in one statement per MESSAGE_PAGES_PER_STATEMENT conversations.
@@ -49,10 +48,6 @@ class Context:
         conversations = self.services.conversations
         context = self
 
-        async def load_agents(keys: list[int]) -> list[list[str]]:
-            found = await conversations.agents(context.tenant_id, list(keys))
-            return [found.get(key, []) for key in keys]
-
         async def load_topics(keys: list[int]) -> list[list[str]]:
             found = await conversations.topics(context.tenant_id, list(keys))
             return [found.get(key, []) for key in keys]
@@ -60,7 +55,6 @@ class Context:
         async def load_messages(keys: list[MessagePageRequest]) -> list[Page | BadUserInput]:
             return await conversations.message_pages(context.tenant_id, keys)
 
-        self.agents_loader = DataLoader(load_fn=load_agents)
         self.topics_loader = DataLoader(load_fn=load_topics)
         self.messages_loader = DataLoader(
             load_fn=load_messages, max_batch_size=MESSAGE_PAGES_PER_STATEMENT

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import strawberry
 from strawberry.types import Info
@@ -326,17 +326,17 @@ class Conversation:
         description="Customer Satisfaction Index; null unless analysisStatus is DONE."
     )
     conversation_id: strawberry.Private[int]
-    # Read with the conversation when the request asks for them (selects()).
+    # Read with the conversation whenever the request asks for them (selects()).
     preloaded_agents: strawberry.Private[list[str] | None] = None
 
     @strawberry.field(description="Distinct agents (username, else email) who wrote.")
-    def agents(self, info: Info[Context, None]) -> list[str]:
-        # Synchronous when read with the conversation: an awaited field on every node of
-        # a page costs graphql-core more than the read itself.
-        if self.preloaded_agents is not None:
-            return self.preloaded_agents
-        # Otherwise the request's loader reads them together; graphql-core awaits it.
-        return cast(list[str], info.context.agents_loader.load(self.conversation_id))
+    def agents(self) -> list[str]:
+        # Synchronous: an awaited field on every node of a page costs graphql-core more
+        # than reading the page's agents together. The resolvers that build a
+        # Conversation read them whenever the selection asks for them.
+        if self.preloaded_agents is None:
+            raise RuntimeError("agents asked for but not read with the conversation")
+        return self.preloaded_agents
 
     @strawberry.field(description="The conversation's messages in time order.")
     async def messages(
