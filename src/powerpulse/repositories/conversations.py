@@ -18,7 +18,7 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 
 from ..models import AnalysisStatus
 from ..services.filters import ConversationCriteria, ConversationOrder
@@ -290,15 +290,43 @@ class ConversationRepository(Repository):
 
     # -- ingest ----------------------------------------------------------------------
     async def ids_by_chat_id(self, tenant_id: int, chat_ids: Iterable[str]) -> dict[str, int]:
+        """The ids of the conversations of these chat ids that exist (others are left out).
+
+        On PostgreSQL each chat id is its own probe of the (tenant_id, chat_id) key. Asked
+        as `tenant_id = ? AND chat_id = ANY(?)`, the planner judges the conversations of a
+        first upload by their size before any statistics exist (a few pages, so a few
+        rows) and reads every row of the tenant through another index that starts with
+        tenant_id, filtering by chat id: in one upload of 1M messages the lookup grew from
+        18 to 42 ms per batch, 6.8 s in all. An equality on the whole unique key is one
+        row whatever the statistics say, so each probe stays an index lookup, in a cached
+        generic plan too.
+        """
         wanted = list(chat_ids)
         if not wanted:
             return {}
-        rows = await self.lookup(
-            select(_c.chat_id, _c.id).where(
-                _c.tenant_id == tenant_id, self.among(_c.chat_id, wanted)
+        if self.is_postgres:
+            asked = (
+                func.unnest(bindparam(None, wanted, type_=ARRAY(String())))
+                .table_valued("chat_id")
+                .render_derived()
             )
-        )
-        return {chat_id: conversation_id for chat_id, conversation_id in rows}
+            found = (
+                select(_c.id)
+                .where(_c.tenant_id == tenant_id, _c.chat_id == asked.c.chat_id)
+                .scalar_subquery()
+            )
+            rows = await self.connection.execute(select(asked.c.chat_id, found))
+        else:
+            rows = await self.lookup(
+                select(_c.chat_id, _c.id).where(
+                    _c.tenant_id == tenant_id, self.among(_c.chat_id, wanted)
+                )
+            )
+        return {
+            chat_id: conversation_id
+            for chat_id, conversation_id in rows
+            if conversation_id is not None
+        }
 
     async def insert_many(
         self, tenant_id: int, rows: Sequence[tuple[Any, ...]], *, version: int

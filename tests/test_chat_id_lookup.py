@@ -1,0 +1,101 @@
+"""Finding an upload's chats among the stored conversations: the right ids on both engines,
+and on PostgreSQL a key lookup per chat id even while no statistics exist yet."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from powerpulse.db import Database, create_engine, create_schema
+from powerpulse.kinds import storage_timestamps
+from powerpulse.repositories.conversations import ConversationRepository
+from powerpulse.repositories.tenants import TenantRepository
+from powerpulse.settings import Settings
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+async def _database(url: str) -> AsyncIterator[Database]:
+    database = Database(create_engine(Settings(database_url=url)))
+    try:
+        await create_schema(database.engine)
+        yield database
+    finally:
+        await database.dispose()
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    async for database in _database(database_url):
+        yield database
+
+
+@pytest.fixture
+async def postgres(postgres_url: str) -> AsyncIterator[Database]:
+    async for database in _database(postgres_url):
+        yield database
+
+
+async def _store(
+    connection: AsyncConnection, tenant_id: int, chat_ids: list[str]
+) -> dict[str, int]:
+    """New conversations as an upload stores them (one message each)."""
+    convert = storage_timestamps(connection.dialect.name) or (lambda moment: moment)
+    stamp = convert(T0)
+    measurement = ("web", 1, 1, 0, 0, stamp, stamp, 0.0, None, None, None, 0, 1, stamp)
+    return await ConversationRepository(connection).insert_many(
+        tenant_id, [(chat_id, *measurement) for chat_id in chat_ids], version=1
+    )
+
+
+async def test_only_the_tenants_stored_chats_are_found(database: Database) -> None:
+    async with database.write() as connection:
+        tenants = TenantRepository(connection)
+        ours, theirs = await tenants.create("ours"), await tenants.create("theirs")
+        stored = await _store(connection, ours, ["a", "b", "c"])
+        await _store(connection, theirs, ["d", "a"])
+
+    async with database.write() as connection:
+        found = await ConversationRepository(connection).ids_by_chat_id(
+            ours, ["c", "a", "d", "never", "c"]
+        )
+        assert found == {"a": stored["a"], "c": stored["c"]}
+        assert await ConversationRepository(connection).ids_by_chat_id(ours, []) == {}
+
+
+async def _index_rows_read(connection: AsyncConnection, table: str) -> int:
+    """Index entries this transaction has read from the table's indexes so far."""
+    statement = text(
+        "SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(indexrelid)), 0) "
+        "FROM pg_index WHERE indrelid = CAST(:table AS regclass)"
+    )
+    return int((await connection.execute(statement, {"table": table})).scalar_one())
+
+
+async def test_a_first_upload_looks_its_chats_up_by_key_on_postgresql(postgres: Database) -> None:
+    """In a first upload the conversations table has never been analysed. Asking for a
+    batch's chat ids must still read about one index entry per chat id, not every
+    conversation of the tenant (which made the lookups of an upload grow with the square
+    of its size)."""
+    async with postgres.write() as connection:
+        tenant_id = await TenantRepository(connection).create("acme")
+    async with postgres.write(bulk=True) as connection:
+        stored = await _store(connection, tenant_id, [f"chat-{n}" for n in range(3000)])
+        conversations = ConversationRepository(connection)
+        asked: list[Any] = [f"chat-{n}" for n in range(0, 3000, 60)]
+        asked += [f"new-{n}" for n in range(50)]
+
+        # Enough runs for PostgreSQL to switch the prepared statement to a generic plan.
+        for _ in range(8):
+            before = await _index_rows_read(connection, "conversations")
+            found = await conversations.ids_by_chat_id(tenant_id, asked)
+            read = await _index_rows_read(connection, "conversations") - before
+
+            assert found == {chat_id: stored[chat_id] for chat_id in asked if chat_id in stored}
+            assert len(found) == 50
+            assert read <= len(asked), f"read {read} index entries for {len(asked)} chat ids"
