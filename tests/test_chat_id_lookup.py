@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -87,7 +86,7 @@ async def test_a_first_upload_looks_its_chats_up_by_key_on_postgresql(postgres: 
     async with postgres.write(bulk=True) as connection:
         stored = await _store(connection, tenant_id, [f"chat-{n}" for n in range(3000)])
         conversations = ConversationRepository(connection)
-        asked: list[Any] = [f"chat-{n}" for n in range(0, 3000, 60)]
+        asked = [f"chat-{n}" for n in range(0, 3000, 60)]
         asked += [f"new-{n}" for n in range(50)]
 
         # Enough runs for PostgreSQL to switch the prepared statement to a generic plan.
