@@ -4,16 +4,24 @@ an error, never a silently shorter upload."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import operator
+import os
+import pickle
+import subprocess
+import sys
+import threading
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from powerpulse.errors import InvalidUpload
-from powerpulse.ingest.batches import ProcessSource, ThreadSource, open_source
+from powerpulse.ingest import parse_process
+from powerpulse.ingest.batches import FRAME_HEADER, ProcessSource, ThreadSource, open_source
 from powerpulse.ingest.packing import PackedChat, pack_batch, pack_measured
 from powerpulse.ingest.reader import ReadOptions, UploadReport
 from powerpulse.kinds import sqlite_timestamp
@@ -228,3 +236,70 @@ def test_packed_measurements_hold_the_same_times_as_their_messages(engine: str) 
         assert chat == expected
         times = {row[4] for row in chat.rows}
         assert {event[1] for event in chat.replies} | {event[2] for event in chat.replies} <= times
+
+
+def options_frame(read: ReadOptions) -> bytes:
+    body = pickle.dumps(read, protocol=pickle.HIGHEST_PROTOCOL)
+    return FRAME_HEADER.pack(len(body)) + body
+
+
+def read_frames(output: bytes) -> list[tuple[Any, ...]]:
+    frames, position = [], 0
+    while position < len(output):
+        (size,) = FRAME_HEADER.unpack_from(output, position)
+        position += FRAME_HEADER.size
+        frames.append(pickle.loads(output[position : position + size]))
+        position += size
+    return frames
+
+
+def test_the_parsing_process_collects_garbage_between_batches() -> None:
+    collected = []
+    output = io.BytesIO()
+    source = io.BytesIO(options_frame(options(batch_chats=4)) + mixed_export(12))
+    parse_process.run(source, output, between_batches=lambda: collected.append(output.tell()))
+    frames = read_frames(output.getvalue())
+    assert [kind for kind, _, _ in frames] == ["batch"] * len(frames)
+    sizes = [len(body) for _, body, _ in frames]
+    assert sizes == [4, 4, 4, 2, 0]  # 14 chats with an id (mixed_export)
+    # Once after each batch was sent, none after the last (empty) one.
+    assert len(collected) == len(sizes) - 1
+    assert collected == sorted(set(collected))
+
+
+def test_the_parsing_process_widens_both_of_its_pipes() -> None:
+    """With 1 MiB of room, it rarely waits on the process serving its pipes."""
+    with open("/proc/sys/fs/pipe-max-size") as limit:
+        granted = PIPE_CAPACITY = parse_process.PIPE_CAPACITY_BYTES
+        if os.geteuid() != 0:
+            granted = min(PIPE_CAPACITY, int(limit.read()))
+    data = options_frame(options(batch_chats=2)) + mixed_export(20_000)
+    assert len(data) > 3 * PIPE_CAPACITY  # its first batch comes before the upload ends
+    child = subprocess.Popen(
+        [sys.executable, "-m", "powerpulse.ingest.parse_process"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    stdin = child.stdin
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError, ValueError):  # stopped below, once measured
+            stdin.write(data)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    try:
+        (size,) = FRAME_HEADER.unpack(child.stdout.read(FRAME_HEADER.size))
+        kind, batch, _ = pickle.loads(child.stdout.read(size))
+        assert kind == "batch" and len(batch) == 2
+        # Still feeding, so both pipes are open on this side.
+        assert fcntl.fcntl(stdin.fileno(), fcntl.F_GETPIPE_SZ) >= granted
+        assert fcntl.fcntl(child.stdout.fileno(), fcntl.F_GETPIPE_SZ) >= granted
+    finally:
+        child.kill()
+        child.wait()
+        feeder.join(10)
+        child.stdout.close()
+        with contextlib.suppress(BrokenPipeError):
+            stdin.close()
