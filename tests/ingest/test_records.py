@@ -141,6 +141,31 @@ def test_direction_is_matched_case_insensitively() -> None:
     assert normalise(record(DIRECTION=" TO_CLIENT ")).sender is SenderKind.BOT
 
 
+@pytest.mark.parametrize(
+    "loose",
+    [
+        {"DIRECTION": " To_Company "},
+        {"SOCIAL_CREATE_TIME": " 2025-08-12T10:00:00Z "},
+        {"SOCIAL_CREATE_TIME": "2025-08-12T12:00:00+02:00"},
+        {"SOCIAL_CREATE_TIME": "2025-08-12 10:00:00"},
+        {"SOCIAL_CREATE_TIME": 1754992800},
+        {"MESSAGE_CONTENT": "  hello\n"},
+        {"AGENT_USERNAME": " ", "AGENT_EMAIL": ""},
+        {"PLATFORM": " FaceBook ", "VIA": "FB_CHAT"},
+    ],
+)
+def test_a_record_written_loosely_is_the_same_message_as_one_written_exactly(
+    loose: dict[str, Any],
+) -> None:
+    """The usual record takes a shorter path than the rest; both reach the same message."""
+    exact = record(PLATFORM="facebook", VIA="fb_chat")
+    assert normalise(record(**{**exact, **loose})) == normalise(exact)
+    reply = {**exact, "DIRECTION": "to_client", "AGENT_USERNAME": "amina"}
+    loose_reply = {**reply, **loose, "DIRECTION": " TO_CLIENT"}
+    if "AGENT_USERNAME" not in loose:
+        assert normalise(loose_reply) == normalise(reply)
+
+
 # -- invalid records ----------------------------------------------------------------------
 
 

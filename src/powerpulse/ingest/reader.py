@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import IO, Any, NamedTuple
 
+from ..kinds import SenderKind
 from ..services.conversation_metrics import ConversationMeasurements, measure_conversation
 from .records import (
     MAX_CHAT_ID_LENGTH,
@@ -65,12 +67,12 @@ def measure_in_time_order(
     messages: list[NormalisedMessage], session_gap: timedelta
 ) -> ConversationMeasurements:
     """Measure messages given in file order: sorted by time, ties keep file order."""
-    ordered = sorted(messages, key=_sent_at)  # a stable sort: ties stay in file order
+    ordered = sorted(messages, key=_SENT_AT)  # a stable sort: ties stay in file order
     return measure_conversation(ordered, session_gap=session_gap)
 
 
-def _sent_at(message: NormalisedMessage) -> Any:
-    return message.sent_at
+_SENT_AT = attrgetter("sent_at")
+_BOT = SenderKind.BOT
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,13 +157,15 @@ class ChatReader:
                 except InvalidRecord as exc:
                     self._reject(chat_id, index, str(exc))
                     continue
-                if is_autoresponse(message, patterns):
+                # Only bot messages can be autoresponses: the test is skipped for the rest.
+                if message.sender is _BOT and is_autoresponse(message, patterns):
                     report.autoresponses_filtered += 1
                     continue
-                if message.message_key in keys:
+                key = message.message_key
+                if key in keys:
                     report.duplicates_skipped += 1
                     continue
-                keys.add(message.message_key)
+                keys.add(key)
                 kept.append(message)
             measured = measure_in_time_order(kept, self._session_gap) if kept else None
             batch.append(ParsedChat(chat_id, kept, measured))

@@ -164,56 +164,107 @@ def message_identity(
     return "h:" + digest[:40]
 
 
+_BOT = SenderKind.BOT
+_AGENT = SenderKind.AGENT
+_CUSTOMER = SenderKind.CUSTOMER
+_tuple_new = tuple.__new__
+_from_iso = datetime.fromisoformat
+
+
 def normalise_record(
     chat_id: str, index: int, record: Any, *, max_message_chars: int
 ) -> NormalisedMessage:
-    """Validate one record; raises InvalidRecord with a reason a person can act on."""
-    if not isinstance(record, dict):
+    """Validate one record; raises InvalidRecord with a reason a person can act on.
+
+    This runs once per record of every upload, so the usual record (an exact direction,
+    an ISO time in UTC, fields that are absent or plain text) takes the shortest path;
+    anything else goes through the same checks written out in full.
+    """
+    if record.__class__ is not dict and not isinstance(record, dict):
         raise InvalidRecord(f"record must be an object, not {_json_type(record)}")
-    direction_value = record.get("DIRECTION")
-    if direction_value is None:
-        raise InvalidRecord("DIRECTION is missing")
-    if not isinstance(direction_value, str):
-        raise InvalidRecord(f"DIRECTION must be a string, not {_json_type(direction_value)}")
-    direction = direction_value.strip().lower()
-    if direction not in _DIRECTIONS:
-        shown = direction_value if len(direction_value) <= 40 else direction_value[:40] + "…"
-        raise InvalidRecord(f"unknown DIRECTION {shown!r} (expected to_company or to_client)")
-    sent_at = parse_timestamp(record.get("SOCIAL_CREATE_TIME"))
-    content = _optional_text(record, "MESSAGE_CONTENT", None)
-    if content is not None and len(content) > max_message_chars:
-        raise InvalidRecord(f"MESSAGE_CONTENT is longer than {max_message_chars} characters")
-    agent_username = _optional_text(record, "AGENT_USERNAME", MAX_NAME_LENGTH)
-    agent_email = _optional_text(record, "AGENT_EMAIL", MAX_NAME_LENGTH)
-    external_id = _optional_text(record, "UNIQUE_POST_ID", None)
-    if _DIRECTIONS[direction]:
-        sender = SenderKind.CUSTOMER
+    get = record.get
+    direction = get("DIRECTION")
+    to_company = _DIRECTIONS.get(direction) if direction.__class__ is str else None
+    if to_company is None:
+        direction, to_company = _direction(direction)
+    value = get("SOCIAL_CREATE_TIME")
+    sent_at = None
+    if value.__class__ is str:
+        try:
+            sent_at = _from_iso(value)
+        except ValueError:
+            pass
+        else:
+            if sent_at.tzinfo is not UTC or not EARLIEST_PLAUSIBLE <= sent_at < LATEST_PLAUSIBLE:
+                sent_at = None
+    if sent_at is None:
+        sent_at = parse_timestamp(value)
+    content = get("MESSAGE_CONTENT")
+    if content is not None:
+        content = _optional_text(record, "MESSAGE_CONTENT", None)
+        if content is not None and len(content) > max_message_chars:
+            raise InvalidRecord(f"MESSAGE_CONTENT is longer than {max_message_chars} characters")
+    agent_username = get("AGENT_USERNAME")
+    if agent_username is not None:
+        agent_username = _optional_text(record, "AGENT_USERNAME", MAX_NAME_LENGTH)
+    agent_email = get("AGENT_EMAIL")
+    if agent_email is not None:
+        agent_email = _optional_text(record, "AGENT_EMAIL", MAX_NAME_LENGTH)
+    external_id = get("UNIQUE_POST_ID")
+    if external_id is not None:
+        external_id = _optional_text(record, "UNIQUE_POST_ID", None)
+    if to_company:
+        sender = _CUSTOMER
     elif agent_username or agent_email:
-        sender = SenderKind.AGENT
+        sender = _AGENT
     else:
-        sender = SenderKind.BOT
-    # Positional, in field order: this runs once per record.
-    return NormalisedMessage(
-        chat_id,
-        index,
-        _label(record, "PLATFORM"),
-        message_identity(
+        sender = _BOT
+    if external_id is not None and len(external_id) <= 200:
+        key = "p:" + external_id  # message_identity's first case, without the call
+    else:
+        key = message_identity(
             chat_id=chat_id,
             external_id=external_id,
             direction=direction,
             sent_at=sent_at,
             content=content,
             agent_username=agent_username,
+        )
+    # Positional, in field order, without NamedTuple's own constructor (a Python call).
+    return _tuple_new(  # type: ignore[no-any-return]
+        NormalisedMessage,
+        (
+            chat_id,
+            index,
+            _known_label(get("PLATFORM")) or _label(record, "PLATFORM"),
+            key,
+            external_id[:MAX_IDENTIFIER_LENGTH] if external_id else None,
+            sender,
+            content,
+            sent_at,
+            agent_username,
+            agent_email,
+            _known_label(get("MESSAGE_TYPE")) or _label(record, "MESSAGE_TYPE"),
+            _known_label(get("VIA")) or _label(record, "VIA"),
         ),
-        external_id[:MAX_IDENTIFIER_LENGTH] if external_id else None,
-        sender,
-        content,
-        sent_at,
-        agent_username,
-        agent_email,
-        _label(record, "MESSAGE_TYPE"),
-        _label(record, "VIA"),
     )
+
+
+def _known_label(value: Any) -> str | None:
+    return _labels.get(value) if value.__class__ is str else None
+
+
+def _direction(value: Any) -> tuple[str, bool]:
+    """A direction written other than exactly: (its normal form, whether it is to_company)."""
+    if value is None:
+        raise InvalidRecord("DIRECTION is missing")
+    if not isinstance(value, str):
+        raise InvalidRecord(f"DIRECTION must be a string, not {_json_type(value)}")
+    direction = value.strip().lower()
+    if direction not in _DIRECTIONS:
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise InvalidRecord(f"unknown DIRECTION {shown!r} (expected to_company or to_client)")
+    return direction, _DIRECTIONS[direction]
 
 
 def is_autoresponse(message: NormalisedMessage, patterns: list[str]) -> bool:

@@ -5,11 +5,9 @@ The definitions are written out in docs/metrics.md; this module is their one imp
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from itertools import pairwise
 from typing import NamedTuple, Protocol
 
 from ..kinds import SenderKind
@@ -55,6 +53,10 @@ class ConversationMeasurements:
     agent_message_counts: dict[str, int] = field(default_factory=dict)
 
 
+_CUSTOMER = SenderKind.CUSTOMER
+_AGENT = SenderKind.AGENT
+
+
 def _minutes(delta: timedelta) -> float:
     return delta.total_seconds() / 60.0
 
@@ -65,55 +67,55 @@ def measure_conversation(
     """Measure a conversation; `messages` must already be in time order (ties in file order)."""
     if not messages:
         raise ValueError("a conversation has at least one message")
-    kinds = Counter(message.sender for message in messages)
-
-    first_customer_at = next((m.sent_at for m in messages if m.sender is SenderKind.CUSTOMER), None)
+    first_customer_at = next((m.sent_at for m in messages if m.sender is _CUSTOMER), None)
     first_response_time: float | None = None
     first_response_agent: str | None = None
     if first_customer_at is not None:
         first_answer = next(
-            (
-                m
-                for m in messages
-                if m.sender is SenderKind.AGENT and m.sent_at >= first_customer_at
-            ),
+            (m for m in messages if m.sender is _AGENT and m.sent_at >= first_customer_at),
             None,
         )
         if first_answer is not None:
             first_response_time = _minutes(first_answer.sent_at - first_customer_at)
             first_response_agent = first_answer.agent
 
+    # One pass for the rest: it runs for every chat of every upload.
+    customers = bots = gaps = 0
     reply_events: list[ReplyEventFacts] = []
     waiting_since: datetime | None = None
-    agent_counts: Counter[str] = Counter()
+    agent_counts: dict[str, int] = {}
+    previous_at = messages[0].sent_at
     for message in messages:
-        if message.sender is SenderKind.CUSTOMER:
+        sent_at = message.sent_at
+        if sent_at - previous_at >= session_gap:
+            gaps += 1
+        previous_at = sent_at
+        sender = message.sender
+        if sender is _CUSTOMER:
+            customers += 1
             if waiting_since is None:
-                waiting_since = message.sent_at
-        elif message.sender is SenderKind.AGENT:
+                waiting_since = sent_at
+        elif sender is _AGENT:
             agent = message.agent or ""
-            agent_counts[agent] += 1
+            agent_counts[agent] = agent_counts.get(agent, 0) + 1
             if waiting_since is not None:
                 reply_events.append(
                     ReplyEventFacts(
-                        agent,
-                        waiting_since,
-                        message.sent_at,
-                        _minutes(message.sent_at - waiting_since),
+                        agent, waiting_since, sent_at, _minutes(sent_at - waiting_since)
                     )
                 )
                 waiting_since = None
+        else:
+            bots += 1
+    agents = len(messages) - customers - bots
 
-    gaps = sum(
-        1 for earlier, later in pairwise(messages) if later.sent_at - earlier.sent_at >= session_gap
-    )
     first_at = messages[0].sent_at
     last_at = messages[-1].sent_at
     return ConversationMeasurements(
         message_count=len(messages),
-        customer_message_count=kinds[SenderKind.CUSTOMER],
-        agent_message_count=kinds[SenderKind.AGENT],
-        bot_message_count=kinds[SenderKind.BOT],
+        customer_message_count=customers,
+        agent_message_count=agents,
+        bot_message_count=bots,
         first_message_at=first_at,
         last_message_at=last_at,
         duration_minutes=_minutes(last_at - first_at),
@@ -127,5 +129,5 @@ def measure_conversation(
         reply_count=len(reply_events),
         contact_count=1 + gaps,
         reply_events=reply_events,
-        agent_message_counts=dict(agent_counts),
+        agent_message_counts=agent_counts,
     )
