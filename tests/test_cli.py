@@ -303,3 +303,60 @@ def test_serve_with_demo_data_answers_graphql_and_stops_on_sigterm(
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+def _get_on(connection: socket.socket) -> bytes:
+    """GET /health on an open keep-alive connection: the whole response, or b"" when the
+    server has closed the connection."""
+    received = b""
+    try:
+        connection.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        while True:
+            head, separator, body = received.partition(b"\r\n\r\n")
+            if separator:
+                length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                if length and len(body) >= int(length.group(1)):
+                    return received
+            chunk = connection.recv(65536)
+            if not chunk:
+                return received
+            received += chunk
+    except (BrokenPipeError, ConnectionResetError):
+        return b""
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_serve_keeps_idle_connections_for_the_configured_time(
+    tmp_path: Path, cli_env: dict[str, str], processes: str
+) -> None:
+    """A proxy in front reuses idle connections: the server must not close them first."""
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    env = {**cli_env, "POWERPULSE_KEEP_ALIVE_SECONDS": "3"}
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "powerpulse", "serve", "--port", str(port)),
+                *("--no-worker", "--processes", processes),
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_until_healthy(process, f"http://127.0.0.1:{port}", log)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            assert _get_on(connection).startswith(b"HTTP/1.1 200")
+            time.sleep(1.5)  # idle, within the configured 3 s: still open
+            assert _get_on(connection).startswith(b"HTTP/1.1 200")
+            # Idle past the configured 3 s (uvicorn's own default of 5 s would keep it).
+            time.sleep(4.5)
+            assert _get_on(connection) == b""
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

@@ -243,6 +243,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=settings.log_level.lower(),
         proxy_headers=args.proxy_headers,
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
     return 0
 
@@ -279,6 +280,7 @@ def _serve_processes(args: argparse.Namespace, settings: Settings, *, migrate: b
         port=args.port,
         log_level=settings.log_level.lower(),
         proxy_headers=args.proxy_headers,
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
     return 0
 

@@ -227,6 +227,14 @@ class Settings(BaseSettings):
         description="GraphQL queries running longer are answered with 503 REQUEST_TIMEOUT; "
         "uploads are bounded by POWERPULSE_MAX_UPLOAD_BYTES instead.",
     )
+    keep_alive_seconds: int = Field(
+        default=75,
+        ge=1,
+        description="How long `serve` keeps an idle HTTP connection open for the next "
+        "request. Longer than the idle timeout of the proxy or load balancer in front "
+        "(60 s is common), so that the server never closes a connection the proxy is "
+        "about to reuse.",
+    )
 
     # -- Customer Satisfaction Index ---------------------------------------------------
     csi_frt_target_minutes: float = Field(
