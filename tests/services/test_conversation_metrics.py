@@ -179,6 +179,16 @@ def test_a_gap_of_exactly_the_session_gap_starts_a_new_contact() -> None:
     assert measure(customer(0), just_under).contact_count == 1
 
 
+def test_contacts_count_the_gaps_between_messages_only() -> None:
+    """The first message opens the first contact; no gap is measured before it, whatever
+    the session gap (even none, where every later message opens a contact)."""
+    none = timedelta(0)
+    assert measure_conversation([customer(0)], session_gap=none).contact_count == 1
+    three = [customer(0), agent(1), customer(2)]
+    assert measure_conversation(three, session_gap=none).contact_count == 3
+    assert measure_conversation(three, session_gap=DAY).contact_count == 1
+
+
 def test_a_day_long_wait_for_the_reply_is_still_the_first_response() -> None:
     result = measure(customer(0), agent(24 * 60))
     assert result.first_response_time_minutes == 1440.0

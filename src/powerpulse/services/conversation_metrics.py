@@ -84,10 +84,10 @@ def measure_conversation(
     reply_events: list[ReplyEventFacts] = []
     waiting_since: datetime | None = None
     agent_counts: dict[str, int] = {}
-    previous_at = messages[0].sent_at
+    previous_at: datetime | None = None
     for message in messages:
         sent_at = message.sent_at
-        if sent_at - previous_at >= session_gap:
+        if previous_at is not None and sent_at - previous_at >= session_gap:
             gaps += 1
         previous_at = sent_at
         sender = message.sender
