@@ -183,7 +183,7 @@ def normalise_record(
     if record.__class__ is not dict and not isinstance(record, dict):
         raise InvalidRecord(f"record must be an object, not {_json_type(record)}")
     get = record.get
-    direction = get("DIRECTION")
+    direction: Any = get("DIRECTION")
     to_company = _DIRECTIONS.get(direction) if direction.__class__ is str else None
     if to_company is None:
         direction, to_company = _direction(direction)
@@ -231,7 +231,7 @@ def normalise_record(
             agent_username=agent_username,
         )
     # Positional, in field order, without NamedTuple's own constructor (a Python call).
-    return _tuple_new(  # type: ignore[no-any-return]
+    return _tuple_new(
         NormalisedMessage,
         (
             chat_id,
