@@ -269,12 +269,13 @@ def test_the_parsing_process_collects_garbage_between_batches() -> None:
 
 def test_the_parsing_process_widens_both_of_its_pipes() -> None:
     """With 1 MiB of room, it rarely waits on the process serving its pipes."""
+    capacity = parse_process.PIPE_CAPACITY_BYTES
     with open("/proc/sys/fs/pipe-max-size") as limit:
-        granted = PIPE_CAPACITY = parse_process.PIPE_CAPACITY_BYTES
-        if os.geteuid() != 0:
-            granted = min(PIPE_CAPACITY, int(limit.read()))
+        allowed = os.geteuid() == 0 or int(limit.read()) >= capacity
+    if not allowed:
+        pytest.skip("this kernel refuses 1 MiB pipes to this user; the process keeps 64 KiB")
     data = options_frame(options(batch_chats=2)) + mixed_export(20_000)
-    assert len(data) > 3 * PIPE_CAPACITY  # its first batch comes before the upload ends
+    assert len(data) > 3 * capacity  # its first batch comes before the upload ends
     child = subprocess.Popen(
         [sys.executable, "-m", "powerpulse.ingest.parse_process"],
         stdin=subprocess.PIPE,
@@ -294,8 +295,8 @@ def test_the_parsing_process_widens_both_of_its_pipes() -> None:
         kind, batch, _ = pickle.loads(child.stdout.read(size))
         assert kind == "batch" and len(batch) == 2
         # Still feeding, so both pipes are open on this side.
-        assert fcntl.fcntl(stdin.fileno(), fcntl.F_GETPIPE_SZ) >= granted
-        assert fcntl.fcntl(child.stdout.fileno(), fcntl.F_GETPIPE_SZ) >= granted
+        assert fcntl.fcntl(stdin.fileno(), fcntl.F_GETPIPE_SZ) >= capacity
+        assert fcntl.fcntl(child.stdout.fileno(), fcntl.F_GETPIPE_SZ) >= capacity
     finally:
         child.kill()
         child.wait()
