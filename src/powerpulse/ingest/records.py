@@ -236,7 +236,7 @@ def normalise_record(
         (
             chat_id,
             index,
-            _known_label(get("PLATFORM")) or _label(record, "PLATFORM"),
+            _label(record, "PLATFORM"),
             key,
             external_id[:MAX_IDENTIFIER_LENGTH] if external_id else None,
             sender,
@@ -244,14 +244,10 @@ def normalise_record(
             sent_at,
             agent_username,
             agent_email,
-            _known_label(get("MESSAGE_TYPE")) or _label(record, "MESSAGE_TYPE"),
-            _known_label(get("VIA")) or _label(record, "VIA"),
+            _label(record, "MESSAGE_TYPE"),
+            _label(record, "VIA"),
         ),
     )
-
-
-def _known_label(value: Any) -> str | None:
-    return _labels.get(value) if value.__class__ is str else None
 
 
 def _direction(value: Any) -> tuple[str, bool]:
