@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from powerpulse.supervisor import STARTUP_SECONDS
 
 pytestmark = pytest.mark.slow
 
@@ -360,3 +363,220 @@ def test_serve_keeps_idle_connections_for_the_configured_time(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+# --------------------------------------------------------------- serve --processes N
+
+
+def _serve(
+    tmp_path: Path, env: dict[str, str], port: int, *extra: str, log_name: str = "serve.log"
+) -> tuple[subprocess.Popen[bytes], Path]:
+    log = tmp_path / log_name
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "powerpulse", "serve", "--port", str(port), *extra],
+            env=env,
+            cwd=tmp_path,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    return process, log
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def _api_processes(process: subprocess.Popen[bytes], log: Path, count: int) -> list[int]:
+    """The pids of the `count` API processes under `serve`, once each has started."""
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while True:
+        servers = [pid for pid in _children(process.pid) if "spawn_main" in _command_line(pid)]
+        if len(servers) == count and log.read_text().count("Application startup complete") >= count:
+            return servers
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, (servers, log.read_text())
+        time.sleep(0.2)
+
+
+def _established(pid: int, port: int) -> int:
+    """How many established TCP connections on `port` the process holds (read from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as handle:
+            next(handle)
+            for line in handle:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                established = state == "01"
+                if established and int(local.rsplit(":", 1)[1], 16) == port and inode in inodes:
+                    count += 1
+    return count
+
+
+def _connect_together(port: int, count: int) -> list[socket.socket]:
+    """`count` connections started at once, as many clients reconnecting together do."""
+    connections = []
+    for _ in range(count):
+        connection = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        connection.setblocking(False)
+        connection.connect_ex(("127.0.0.1", port))
+        connections.append(connection)
+    for connection in connections:
+        _, writable, _ = select.select([], [connection], [], 10)
+        assert writable, "a connection was not established within 10 s"
+        assert connection.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        connection.setblocking(True)
+        connection.settimeout(10)
+    return connections
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
+def test_serve_processes_share_connections_opened_together(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """Keep-alive clients that connect at the same moment are spread over the processes.
+
+    With one listening socket shared by every process, the process that woke first took
+    every waiting connection, and the other served none of them.
+    """
+    port = _free_port()
+    process, log = _serve(tmp_path, cli_env, port, "--no-worker", "--processes", "2")
+    connections: list[socket.socket] = []
+    try:
+        _wait_until_healthy(process, f"http://127.0.0.1:{port}", log)
+        servers = _api_processes(process, log, 2)
+        connections = _connect_together(port, 100)
+        for connection in connections:  # every one accepted and answered
+            assert _get_on(connection).startswith(b"HTTP/1.1 200")
+
+        held = {pid: _established(pid, port) for pid in servers}
+
+        assert sum(held.values()) == 100, held
+        # The kernel picks a socket for each connection at random (by its addresses and
+        # ports): fewer than 25 of 100 on one of two happens about once in 10^6 runs.
+        assert min(held.values()) >= 25, held
+    finally:
+        for connection in connections:
+            connection.close()
+        _stop(process)
+
+
+def test_serve_processes_refuse_a_port_another_server_listens_on(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """A second `serve --processes` on a busy port must not join the first one's sockets."""
+    port = _free_port()
+    first, log = _serve(tmp_path, cli_env, port, "--no-worker", "--processes", "2")
+    try:
+        _wait_until_healthy(first, f"http://127.0.0.1:{port}", log)
+        _api_processes(first, log, 2)
+
+        second = run_cli(
+            "serve", "--port", str(port), "--no-worker", "--processes", "2",
+            env=cli_env, cwd=tmp_path,
+        )  # fmt: skip
+
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
+        assert "in use" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert first.poll() is None
+    finally:
+        _stop(first)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
+def test_serve_processes_replace_one_that_dies_and_stop_together(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {**cli_env, "POWERPULSE_LOG_LEVEL": "INFO"}
+    process, log = _serve(tmp_path, env, port, "--no-worker", "--processes", "2")
+    try:
+        _wait_until_healthy(process, base_url, log)
+        servers = _api_processes(process, log, 2)
+        # Past the time in which a process that stops counts as failing to start.
+        time.sleep(STARTUP_SECONDS + 0.5)
+
+        os.kill(servers[0], signal.SIGKILL)
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while True:
+            now = [pid for pid in _children(process.pid) if "spawn_main" in _command_line(pid)]
+            if len(now) == 2 and servers[0] not in now and servers[1] in now:
+                break
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, (now, log.read_text())
+            time.sleep(0.2)
+        assert f"API process {servers[0]} stopped (exit code -9); starting another" in (
+            log.read_text()
+        )
+        replacement = next(pid for pid in now if pid != servers[1])
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while log.read_text().count("Application startup complete") < 3:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        for _ in range(10):
+            assert httpx.get(f"{base_url}/health", timeout=5).status_code == 200
+
+        process.send_signal(signal.SIGTERM)
+        returncode = process.wait(timeout=30)
+
+        output = log.read_text()
+        assert returncode == 0, output
+        assert output.count("Application shutdown complete") == 2, output
+        assert not any(Path(f"/proc/{pid}").exists() for pid in (servers[1], replacement))
+        assert "Traceback" not in output
+    finally:
+        _stop(process)
+
+
+def test_serve_processes_stop_when_one_cannot_start(tmp_path: Path) -> None:
+    """An app that fails as it starts ends the command, instead of being restarted forever."""
+    (tmp_path / "broken_app.py").write_text(
+        "def create():\n    raise RuntimeError('this app cannot start')\n"
+    )
+    script = (
+        "import sys\n"
+        "from powerpulse.supervisor import ServeOptions, Supervisor, claim_port\n"
+        "options = ServeOptions(host='127.0.0.1', port=claim_port('127.0.0.1', 0),\n"
+        "    log_level='info', proxy_headers=False, keep_alive_seconds=5,\n"
+        "    app='broken_app:create')\n"
+        "sys.exit(Supervisor(options, 2).run())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=READY_TIMEOUT_SECONDS,
+    )
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "stopped while starting (exit code 3); stopping" in result.stderr
+    assert "this app cannot start" in result.stderr
+
+
+def test_serve_processes_need_a_port_that_can_be_shared(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from powerpulse.cli import main
+
+    monkeypatch.delattr(socket, "SO_REUSEPORT")
+
+    assert main(["serve", "--processes", "2", "--port", str(_free_port())]) == 2
+    assert "--processes needs SO_REUSEPORT" in capsys.readouterr().err

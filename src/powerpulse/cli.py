@@ -253,14 +253,21 @@ SERVE_WORKER_ENV = "POWERPULSE_SERVE_WORKER"
 
 
 def _serve_processes(args: argparse.Namespace, settings: Settings, *, migrate: bool | None) -> int:
-    """`serve --processes N`: N API processes on one port, under uvicorn's supervisor.
+    """`serve --processes N`: N API processes on one port (powerpulse.supervisor).
 
     The schema is brought up to date (or checked) once here, before any process starts, so
     the processes never migrate side by side. Each builds its own app (serving_app).
     """
-    import uvicorn
-
     from .app import open_state
+    from .supervisor import ServeOptions, Supervisor, can_share_port, claim_port
+
+    if not can_share_port():
+        print(
+            "powerpulse: --processes needs SO_REUSEPORT, which this system does not have; "
+            "run one process per port behind a load balancer instead",
+            file=sys.stderr,
+        )
+        return 2
 
     async def prepare() -> None:
         state = await open_state(settings, migrate=migrate)
@@ -271,18 +278,26 @@ def _serve_processes(args: argparse.Namespace, settings: Settings, *, migrate: b
     except PowerPulseError as exc:
         print(f"powerpulse: {exc.message}", file=sys.stderr)
         return 1
+    try:
+        port = claim_port(args.host, args.port)
+    except OSError as exc:
+        print(
+            f"powerpulse: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
     os.environ[SERVE_WORKER_ENV] = "0" if args.no_worker else "1"
-    uvicorn.run(
-        "powerpulse.cli:serving_app",
-        factory=True,
-        workers=args.processes,
+    options = ServeOptions(
         host=args.host,
-        port=args.port,
+        port=port,
         log_level=settings.log_level.lower(),
         proxy_headers=args.proxy_headers,
-        timeout_keep_alive=settings.keep_alive_seconds,
+        keep_alive_seconds=settings.keep_alive_seconds,
     )
-    return 0
+    logging.getLogger("powerpulse").info(
+        "serving on %s:%d with %d processes", args.host, port, args.processes
+    )
+    return Supervisor(options, args.processes).run()
 
 
 def serving_app() -> Any:
@@ -571,13 +586,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def configure_logging() -> None:
+    """Log lines on standard error; the level follows POWERPULSE_LOG_LEVEL once settings load."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # Alembic narrates every step at INFO; PowerPulse reports migrations itself.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging()
     try:
         return int(args.handler(args))
     except PowerPulseError as exc:
