@@ -401,6 +401,15 @@ def _api_processes(process: subprocess.Popen[bytes], log: Path, count: int) -> l
         time.sleep(0.2)
 
 
+def _running(pid: int) -> bool:
+    """Whether the process exists and has not ended (a zombie waiting to be reaped has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _established(pid: int, port: int) -> int:
     """How many established TCP connections on `port` the process holds (read from /proc)."""
     inodes = set()
@@ -580,3 +589,34 @@ def test_serve_processes_need_a_port_that_can_be_shared(
 
     assert main(["serve", "--processes", "2", "--port", str(_free_port())]) == 2
     assert "--processes needs SO_REUSEPORT" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
+def test_serve_processes_stop_when_their_supervisor_is_killed(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    """Processes left behind would keep the port: the next `serve` could not start."""
+    from powerpulse.supervisor import claim_port
+
+    port = _free_port()
+    process, log = _serve(tmp_path, cli_env, port, "--no-worker", "--processes", "2")
+    try:
+        _wait_until_healthy(process, f"http://127.0.0.1:{port}", log)
+        servers = _api_processes(process, log, 2)
+
+        process.kill()
+        process.wait(timeout=10)
+
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while any(_running(pid) for pid in servers):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert claim_port("127.0.0.1", port) == port
+        output = log.read_text()
+        assert output.count("the supervising process has gone") == 2, output
+        assert output.count("Application shutdown complete") == 2, output
+    finally:
+        _stop(process)
+        for pid in _children(os.getpid()):
+            if "spawn_main" in _command_line(pid):
+                os.kill(pid, signal.SIGKILL)

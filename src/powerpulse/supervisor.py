@@ -3,8 +3,7 @@
 Every process listens on the port with SO_REUSEPORT, and the kernel spreads new connections
 across their sockets. With one listening socket shared by all processes, whichever process
 woke first accepted every connection waiting: 20 keep-alive clients that connected together
-ended up 19 on one process and 1 on the other, so one process did the work of both while
-the other idled (BENCHMARKS.md).
+all went to one process, which did the work of both while the other idled (BENCHMARKS.md).
 
 Before the processes start, the supervisor binds the port once without SO_REUSEPORT. That
 fails if anything listens there already, including another `serve --processes`, which would
@@ -12,7 +11,8 @@ otherwise join the same group of sockets and take a share of the connections.
 
 The supervisor restarts a process that dies while serving. One that fails while starting
 (a bad setting, an unreachable database) stops the whole command, as a single process would.
-SIGTERM or Ctrl-C stops every process gracefully; a second signal kills them.
+SIGTERM or Ctrl-C stops every process gracefully; a second signal kills them. A process
+whose supervisor is gone (killed with SIGKILL, say) stops by itself.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -138,6 +140,7 @@ def serve_process(options: ServeOptions) -> None:
         timeout_keep_alive=options.keep_alive_seconds,
     )
     server = uvicorn.Server(config)
+    threading.Thread(target=_stop_with_supervisor, args=(server, os.getppid()), daemon=True).start()
     try:
         server.run(sockets=sockets)
     except Exception:
@@ -147,6 +150,15 @@ def serve_process(options: ServeOptions) -> None:
         sys.exit(STARTUP_FAILURE)
     if not server.started:  # the app's startup failed; uvicorn has said why
         sys.exit(STARTUP_FAILURE)
+
+
+def _stop_with_supervisor(server: Any, supervisor_pid: int) -> None:
+    """Stop serving, gracefully, once the supervisor is gone (killed, say): a process left
+    behind would keep the port, and the next `serve` would find it taken."""
+    while os.getppid() == supervisor_pid:
+        time.sleep(POLL_SECONDS)
+    logger.warning("the supervising process has gone; this API process stops")
+    server.should_exit = True
 
 
 class Supervisor:
