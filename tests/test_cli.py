@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -333,60 +336,62 @@ def test_serve_keeps_idle_connections_for_the_configured_time(
     tmp_path: Path, cli_env: dict[str, str], processes: str
 ) -> None:
     """A proxy in front reuses idle connections: the server must not close them first."""
+    env = {**cli_env, "POWERPULSE_KEEP_ALIVE_SECONDS": "3"}
+    with (
+        _serving(tmp_path, env, int(processes)) as serving,
+        socket.create_connection(("127.0.0.1", serving.port), timeout=10) as connection,
+    ):
+        assert _get_on(connection).startswith(b"HTTP/1.1 200")
+        time.sleep(1.5)  # idle, within the configured 3 s: still open
+        assert _get_on(connection).startswith(b"HTTP/1.1 200")
+        # Idle past the configured 3 s (uvicorn's own default of 5 s would keep it).
+        time.sleep(4.5)
+        assert _get_on(connection) == b""
+
+
+# --------------------------------------------------------------- serve --processes N
+
+
+@dataclass
+class Serving:
+    """`serve --no-worker --processes N` running: the command, its port, log and processes."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    servers: list[int]
+
+
+@contextlib.contextmanager
+def _serving(tmp_path: Path, env: dict[str, str], processes: int = 2) -> Iterator[Serving]:
+    """`serve --no-worker --processes N` on a free port, healthy, with its N processes
+    (none of their own when N is 1); killed, with its processes, when the block ends."""
     port = _free_port()
     log = tmp_path / "serve.log"
-    env = {**cli_env, "POWERPULSE_KEEP_ALIVE_SECONDS": "3"}
     with log.open("wb") as output:
         process = subprocess.Popen(
             [
                 *(sys.executable, "-m", "powerpulse", "serve", "--port", str(port)),
-                *("--no-worker", "--processes", processes),
+                *("--no-worker", "--processes", str(processes)),
             ],
             env=env,
             cwd=tmp_path,
             stdout=output,
             stderr=subprocess.STDOUT,
         )
+    servers: list[int] = []
     try:
         _wait_until_healthy(process, f"http://127.0.0.1:{port}", log)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
-            assert _get_on(connection).startswith(b"HTTP/1.1 200")
-            time.sleep(1.5)  # idle, within the configured 3 s: still open
-            assert _get_on(connection).startswith(b"HTTP/1.1 200")
-            # Idle past the configured 3 s (uvicorn's own default of 5 s would keep it).
-            time.sleep(4.5)
-            assert _get_on(connection) == b""
+        servers = _api_processes(process, log, processes) if processes > 1 else []
+        yield Serving(process, port, log, servers)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
-
-
-# --------------------------------------------------------------- serve --processes N
-
-
-def _serve(
-    tmp_path: Path, env: dict[str, str], port: int, *extra: str, log_name: str = "serve.log"
-) -> tuple[subprocess.Popen[bytes], Path]:
-    log = tmp_path / log_name
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "powerpulse", "serve", "--port", str(port), *extra],
-            env=env,
-            cwd=tmp_path,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    return process, log
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.kill()
-        process.wait(timeout=10)
+        for pid in servers:  # a test that failed half-way may leave them behind
+            if _running(pid) and "spawn_main" in _command_line(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def _api_processes(process: subprocess.Popen[bytes], log: Path, count: int) -> list[int]:
@@ -459,63 +464,47 @@ def test_serve_processes_share_connections_opened_together(
     With one listening socket shared by every process, the process that woke first took
     every waiting connection, and the other served none of them.
     """
-    port = _free_port()
-    process, log = _serve(tmp_path, cli_env, port, "--no-worker", "--processes", "2")
     connections: list[socket.socket] = []
-    try:
-        _wait_until_healthy(process, f"http://127.0.0.1:{port}", log)
-        servers = _api_processes(process, log, 2)
-        connections = _connect_together(port, 100)
-        for connection in connections:  # every one accepted and answered
-            assert _get_on(connection).startswith(b"HTTP/1.1 200")
+    with _serving(tmp_path, cli_env) as serving:
+        try:
+            connections = _connect_together(serving.port, 100)
+            for connection in connections:  # every one accepted and answered
+                assert _get_on(connection).startswith(b"HTTP/1.1 200")
 
-        held = {pid: _established(pid, port) for pid in servers}
+            held = {pid: _established(pid, serving.port) for pid in serving.servers}
+        finally:
+            for connection in connections:
+                connection.close()
 
-        assert sum(held.values()) == 100, held
-        # The kernel picks a socket for each connection at random (by its addresses and
-        # ports): fewer than 25 of 100 on one of two happens about once in 10^6 runs.
-        assert min(held.values()) >= 25, held
-    finally:
-        for connection in connections:
-            connection.close()
-        _stop(process)
+    assert sum(held.values()) == 100, held
+    # The kernel picks a socket for each connection at random (by its addresses and
+    # ports): fewer than 25 of 100 on one of two happens about once in 10^6 runs.
+    assert min(held.values()) >= 25, held
 
 
 def test_serve_processes_refuse_a_port_another_server_listens_on(
     tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
     """A second `serve --processes` on a busy port must not join the first one's sockets."""
-    port = _free_port()
-    first, log = _serve(tmp_path, cli_env, port, "--no-worker", "--processes", "2")
-    try:
-        _wait_until_healthy(first, f"http://127.0.0.1:{port}", log)
-        _api_processes(first, log, 2)
-
+    with _serving(tmp_path, cli_env) as first:
         second = run_cli(
-            "serve", "--port", str(port), "--no-worker", "--processes", "2",
+            "serve", "--port", str(first.port), "--no-worker", "--processes", "2",
             env=cli_env, cwd=tmp_path,
         )  # fmt: skip
 
         assert second.returncode == 1, second.stdout + second.stderr
-        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
+        assert f"cannot listen on 127.0.0.1:{first.port}" in second.stderr
         assert "in use" in second.stderr
         assert "Traceback" not in second.stderr
-        assert first.poll() is None
-    finally:
-        _stop(first)
+        assert first.process.poll() is None
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
 def test_serve_processes_replace_one_that_dies_and_stop_together(
     tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    env = {**cli_env, "POWERPULSE_LOG_LEVEL": "INFO"}
-    process, log = _serve(tmp_path, env, port, "--no-worker", "--processes", "2")
-    try:
-        _wait_until_healthy(process, base_url, log)
-        servers = _api_processes(process, log, 2)
+    with _serving(tmp_path, cli_env) as serving:
+        process, log, servers = serving.process, serving.log, serving.servers
         # Past the time in which a process that stops counts as failing to start.
         time.sleep(STARTUP_SECONDS + 0.5)
 
@@ -537,18 +526,17 @@ def test_serve_processes_replace_one_that_dies_and_stop_together(
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
         for _ in range(10):
-            assert httpx.get(f"{base_url}/health", timeout=5).status_code == 200
+            response = httpx.get(f"http://127.0.0.1:{serving.port}/health", timeout=5)
+            assert response.status_code == 200
 
         process.send_signal(signal.SIGTERM)
         returncode = process.wait(timeout=30)
 
-        output = log.read_text()
-        assert returncode == 0, output
-        assert output.count("Application shutdown complete") == 2, output
-        assert not any(Path(f"/proc/{pid}").exists() for pid in (servers[1], replacement))
-        assert "Traceback" not in output
-    finally:
-        _stop(process)
+    output = log.read_text()
+    assert returncode == 0, output
+    assert output.count("Application shutdown complete") == 2, output
+    assert not any(_running(pid) for pid in (servers[1], replacement))
+    assert "Traceback" not in output
 
 
 def test_serve_processes_stop_when_one_cannot_start(tmp_path: Path) -> None:
@@ -598,25 +586,16 @@ def test_serve_processes_stop_when_their_supervisor_is_killed(
     """Processes left behind would keep the port: the next `serve` could not start."""
     from powerpulse.supervisor import claim_port
 
-    port = _free_port()
-    process, log = _serve(tmp_path, cli_env, port, "--no-worker", "--processes", "2")
-    try:
-        _wait_until_healthy(process, f"http://127.0.0.1:{port}", log)
-        servers = _api_processes(process, log, 2)
-
-        process.kill()
-        process.wait(timeout=10)
+    with _serving(tmp_path, cli_env) as serving:
+        serving.process.kill()
+        serving.process.wait(timeout=10)
 
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while any(_running(pid) for pid in servers):
-            assert time.monotonic() < deadline, log.read_text()
+        while any(_running(pid) for pid in serving.servers):
+            assert time.monotonic() < deadline, serving.log.read_text()
             time.sleep(0.2)
-        assert claim_port("127.0.0.1", port) == port
-        output = log.read_text()
-        assert output.count("the supervising process has gone") == 2, output
-        assert output.count("Application shutdown complete") == 2, output
-    finally:
-        _stop(process)
-        for pid in _children(os.getpid()):
-            if "spawn_main" in _command_line(pid):
-                os.kill(pid, signal.SIGKILL)
+
+    assert claim_port("127.0.0.1", serving.port) == serving.port
+    output = serving.log.read_text()
+    assert output.count("the supervising process has gone") == 2, output
+    assert output.count("Application shutdown complete") == 2, output
