@@ -122,7 +122,7 @@ def shared_port_sockets(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
-def serve_process(options: ServeOptions) -> None:
+def serve_process(options: ServeOptions, supervisor_pid: int) -> None:
     """One API process: its own socket on the shared port, and uvicorn serving the app."""
     import uvicorn
 
@@ -140,7 +140,9 @@ def serve_process(options: ServeOptions) -> None:
         timeout_keep_alive=options.keep_alive_seconds,
     )
     server = uvicorn.Server(config)
-    threading.Thread(target=_stop_with_supervisor, args=(server, os.getppid()), daemon=True).start()
+    threading.Thread(
+        target=_stop_with_supervisor, args=(server, supervisor_pid), daemon=True
+    ).start()
     try:
         server.run(sockets=sockets)
     except Exception:
@@ -191,7 +193,7 @@ class Supervisor:
 
     def _start(self) -> tuple[Any, float]:
         process = self._context.Process(
-            target=serve_process, args=(self._options,), name="powerpulse-api"
+            target=serve_process, args=(self._options, os.getpid()), name="powerpulse-api"
         )
         process.start()
         return process, time.monotonic()
