@@ -569,14 +569,29 @@ def test_serve_processes_stop_when_one_cannot_start(tmp_path: Path) -> None:
 
 
 def test_serve_processes_need_a_port_that_can_be_shared(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
-    from powerpulse.cli import main
+    """Where the system has no SO_REUSEPORT, `--processes` says so instead of starting."""
+    script = (
+        "import socket, sys\n"
+        "del socket.SO_REUSEPORT\n"
+        "from powerpulse.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    port = str(_free_port())
 
-    monkeypatch.delattr(socket, "SO_REUSEPORT")
+    result = subprocess.run(
+        [sys.executable, "-c", script, "serve", "--port", port, "--processes", "2"],
+        env=cli_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=READY_TIMEOUT_SECONDS,
+    )
 
-    assert main(["serve", "--processes", "2", "--port", str(_free_port())]) == 2
-    assert "--processes needs SO_REUSEPORT" in capsys.readouterr().err
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--processes needs SO_REUSEPORT" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
