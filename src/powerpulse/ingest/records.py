@@ -11,6 +11,8 @@ from ..kinds import SenderKind
 
 MAX_CHAT_ID_LENGTH = 255
 MAX_IDENTIFIER_LENGTH = 255
+# Post ids up to this long are their own de-duplication key ("p:" + id); longer ones hashed.
+MAX_PLAIN_KEY_ID_LENGTH = 200
 MAX_NAME_LENGTH = 320
 MAX_LABEL_LENGTH = 50
 EARLIEST_PLAUSIBLE = datetime(1970, 1, 1, tzinfo=UTC)
@@ -153,7 +155,7 @@ def message_identity(
 ) -> str:
     """The de-duplication key: the export's post id, else a hash of what the message is."""
     if external_id is not None:
-        if len(external_id) <= 200:
+        if len(external_id) <= MAX_PLAIN_KEY_ID_LENGTH:
             return "p:" + external_id
         return "P:" + hashlib.sha256(external_id.encode()).hexdigest()
     digest = hashlib.sha256(
@@ -219,7 +221,7 @@ def normalise_record(
         sender = _AGENT
     else:
         sender = _BOT
-    if external_id is not None and len(external_id) <= 200:
+    if external_id is not None and len(external_id) <= MAX_PLAIN_KEY_ID_LENGTH:
         key = "p:" + external_id  # message_identity's first case, without the call
     else:
         key = message_identity(
