@@ -539,6 +539,20 @@ def test_serve_processes_replace_one_that_dies_and_stop_together(
     assert "Traceback" not in output
 
 
+def _run_python(
+    script: str, *args: str, env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """`python -c script args...` to its end, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=READY_TIMEOUT_SECONDS,
+    )
+
+
 def test_serve_processes_stop_when_one_cannot_start(tmp_path: Path) -> None:
     """An app that fails as it starts ends the command, instead of being restarted forever."""
     (tmp_path / "broken_app.py").write_text(
@@ -554,14 +568,7 @@ def test_serve_processes_stop_when_one_cannot_start(tmp_path: Path) -> None:
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
 
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=READY_TIMEOUT_SECONDS,
-    )
+    result = _run_python(script, env=env, cwd=tmp_path)
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert "stopped while starting (exit code 3); stopping" in result.stderr
@@ -580,13 +587,8 @@ def test_serve_processes_need_a_port_that_can_be_shared(
     )
     port = str(_free_port())
 
-    result = subprocess.run(
-        [sys.executable, "-c", script, "serve", "--port", port, "--processes", "2"],
-        env=cli_env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=READY_TIMEOUT_SECONDS,
+    result = _run_python(
+        script, "serve", "--port", port, "--processes", "2", env=cli_env, cwd=tmp_path
     )
 
     assert result.returncode == 2, result.stdout + result.stderr
