@@ -28,11 +28,12 @@ async def measure(
 ) -> tuple[dict[str, dict[str, Any]], Params]:
     """Time each named request `runs` times (after a warm-up) through the in-process app.
 
-    Without `keep_answers` the app computes every analytics answer afresh (its answer cache
-    is off), as it must after every write: the cost of a dashboard's first look.
+    Without `keep_answers` the app computes every answer afresh (its analytics answer cache
+    and its kept conversation responses are off), as it must after every write: the cost of
+    a dashboard's first look.
     """
     results: dict[str, dict[str, Any]] = {}
-    overrides = {} if keep_answers else {"analytics_cache_entries": 0}
+    overrides = {} if keep_answers else {"analytics_cache_entries": 0, "response_cache_mib": 0}
     async with inprocess_client(database_url, **overrides) as (client, state):
         params = await prepare_params(client, database_url, deep_pages=deep_pages)
         counter = StatementCounter(state.database.engine)
@@ -169,12 +170,12 @@ async def run(ctx: Context, section: r.Section) -> None:
         f"{WARMUP} warm-up requests, then {options.runs} timed runs each (the CSV export: "
         f"at most {CSV_MAX_RUNS}). SQL statements are counted with a SQLAlchemy "
         "`before_cursor_execute` listener on the app's engine. Each request is timed twice: "
-        "**computed**, with the analytics answer cache off (every request computes its "
-        "answer, as the first request after an upload or an analysis batch does), and "
-        "**kept**, with "
-        "the cache on (the default: while the data is unchanged, an analytics answer costs "
-        "one data-version read). A conversations page keeps its `totalCount` only; a "
-        "conversation and the CSV export are never kept: their two columns differ by noise. "
+        "**computed**, with the analytics answer cache and the kept conversation responses "
+        "off (every request computes its answer, as the first request after an upload or an "
+        "analysis batch does), and **kept**, with both on (the default: while the data is "
+        "unchanged, an analytics answer costs one data-version read, and a page of "
+        "conversations or a conversation is answered from its kept response after one "
+        "data-version read). The CSV export is never kept: its two columns differ by noise. "
         "Analytics are computed from the tenant's conversation facts held in memory "
         "(services/facts.py); in both columns they are current, read once when the app "
         "starts (the facts table below gives that cost and the cost after a write)."

@@ -29,6 +29,7 @@ from .db import Database, create_engine
 from .errors import PowerPulseError
 from .exports import ExportSlots
 from .graphql.context import Context, Services
+from .graphql.responses import ResponseCache
 from .graphql.schema import build_schema
 from .http import (
     AuthenticationMiddleware,
@@ -75,6 +76,7 @@ class AppState:
     default_tenant_id: int
     authenticator: Authenticator
     export_slots: ExportSlots
+    responses: ResponseCache
 
     @property
     def analyzer(self) -> Analyzer:
@@ -180,6 +182,7 @@ async def open_state(settings: Settings, *, migrate: bool | None = None) -> AppS
         tenant_id,
         Authenticator(database),
         ExportSlots(settings.export_concurrency, wait_seconds=settings.export_wait_seconds),
+        ResponseCache(settings.response_cache_mib << 20),
     )
 
 
@@ -203,6 +206,7 @@ class PowerPulseGraphQL(GraphQL[Context, None]):
             tenant_id=principal.tenant_id if principal else NO_TENANT,
             read_only=principal.read_only if principal else True,
             request_id=request.scope.get("state", {}).get("request_id", ""),
+            responses=state.responses,
         )
 
     async def on_ws_connect(self, context: Context) -> Any:

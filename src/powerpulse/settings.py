@@ -99,6 +99,14 @@ class Settings(BaseSettings):
             "Analytics answers kept per process until the tenant's data changes (0: off)."
         ),
     )
+    response_cache_mib: int = Field(
+        default=32,
+        ge=0,
+        description=(
+            "Memory per process for whole responses to conversation reads (`conversations`, "
+            "`conversation`), each kept until the tenant's data changes (0: off)."
+        ),
+    )
     analytics_memory_mib: int = Field(
         default=1024,
         gt=0,

@@ -14,6 +14,7 @@ from ..services.exports import ExportService
 from ..services.ingest import IngestService
 from ..services.jobs import JobService
 from ..services.tenants import TenantDirectory
+from .responses import ResponseCache
 
 # SQLite accepts at most 500 selects in one compound statement.
 MESSAGE_PAGES_PER_STATEMENT = 100
@@ -39,6 +40,8 @@ class Context:
     read_only: bool = False
     # Set by the GraphQL-over-WebSocket handshake (connection_init payload).
     connection_params: Any = None
+    # The process's kept responses to conversation reads (graphql/responses.py); None: off.
+    responses: ResponseCache | None = None
     topics_loader: DataLoader[int, list[str]] = field(init=False)
     # (conversation id, first, after): the messages of every conversation a response
     # holds are read in one statement per MESSAGE_PAGES_PER_STATEMENT conversations.

@@ -30,6 +30,7 @@ from .context import Context
 from .documents import DocumentCache, document_cache_extension
 from .errors import classify_errors
 from .limits import DocumentLimits, document_limits_extension
+from .responses import ResponseCacheExtension
 from .types import (
     AnalysisJob,
     AnalysisJobConnection,
@@ -282,6 +283,7 @@ def build_schema(settings: Settings | None = None) -> PowerPulseSchema:
         document_limits_extension(limits),
         # After the limits: a document over them is refused before the cache is consulted.
         document_cache_extension(documents),
+        ResponseCacheExtension,
     ]
     if not settings.introspection_enabled:
         extensions.append(DisableIntrospection)

@@ -84,6 +84,13 @@ class ReadService:
             (tenant_id, version, question), lambda: compute(version), exact=exact
         )
 
+    async def version_and_zone(self, tenant_id: int) -> tuple[int, str]:
+        """The tenant's data version and the timezone its dates are read in."""
+        zone = await self._zone(tenant_id)
+        async with self._database.read(quick=True) as connection:
+            version = await TenantRepository(connection).data_version(tenant_id)
+        return version, zone.key
+
     async def _selected(
         self, tenant_id: int, version: int, criteria: ConversationCriteria
     ) -> tuple[ConversationFacts, np.ndarray]:
