@@ -25,7 +25,7 @@ from asgi_lifespan import LifespanManager
 
 from fakes.openai_server import FakeOpenAI
 from powerpulse.app import create_app
-from powerpulse.services.exports import renderer
+from powerpulse.services.exports import CONVERSATIONS_PER_CHUNK, MESSAGES_PER_CHUNK, renderer
 
 
 def customer(at: str, text: str) -> dict[str, Any]:
@@ -462,10 +462,18 @@ async def raw_get(app: Any, path: str) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("path", "rows_per_chat"), [("/export/conversations.csv", 1), ("/export/messages.csv", 2)]
+    ("path", "rows_per_chat", "rows_per_chunk"),
+    [
+        ("/export/conversations.csv", 1, CONVERSATIONS_PER_CHUNK),
+        ("/export/messages.csv", 2, MESSAGES_PER_CHUNK),
+    ],
 )
 async def test_large_exports_stream_in_several_chunks(
-    app_client_factory: Any, settings_factory: Any, path: str, rows_per_chat: int
+    app_client_factory: Any,
+    settings_factory: Any,
+    path: str,
+    rows_per_chat: int,
+    rows_per_chunk: int,
 ) -> None:
     settings = settings_factory()
     client = await app_client_factory(settings, run_worker=False)
@@ -491,6 +499,9 @@ async def test_large_exports_stream_in_several_chunks(
     assert len(chunks) >= 3
     assert all(message.get("more_body") for message in bodies[:-1])
     assert chunks[0].count(b"\n") == 1  # the header leaves before any row is read
+    # Small chunks: the process's other requests take turns with the export between them.
+    assert max(chunk.count(b"\n") for chunk in chunks) <= rows_per_chunk
+    assert len(chunks) >= 1 + expected_rows // rows_per_chunk
     exported = rows(b"".join(chunks).decode())
     assert len(exported) == expected_rows
     assert len({row["chat_id"] for row in exported}) == MANY

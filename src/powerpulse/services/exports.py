@@ -78,6 +78,12 @@ MESSAGE_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
+# Rows per chunk. A chunk is rendered on the event loop, and the other requests of the
+# process wait meanwhile: 2,000 conversations held it for up to 100 ms, 250 for about 25.
+CONVERSATIONS_PER_CHUNK = 250
+MESSAGES_PER_CHUNK = 500
+
+
 def text_cell(text: str) -> str:
     """Text a spreadsheet would run as a formula gets a leading quote."""
     return "'" + text if text.startswith(FORMULA_PREFIXES) else text
@@ -151,7 +157,9 @@ class ExportService(ReadService):
             yield (UTF8_BOM if excel else "") + _render([header])
             conversations = ConversationRepository(connection, csi=self._csi)
             render = renderer(conversations.export_kinds(keys))
-            async for batch in conversations.export_rows(tenant_id, criteria, keys):
+            async for batch in conversations.export_rows(
+                tenant_id, criteria, keys, batch_size=CONVERSATIONS_PER_CHUNK
+            ):
                 yield render(batch)
 
     async def messages_csv(
@@ -166,5 +174,7 @@ class ExportService(ReadService):
             chosen = ConversationRepository(connection, csi=self._csi).selection(
                 tenant_id, criteria
             )
-            async for batch in MessageRepository(connection).export_rows(chosen, keys):
+            async for batch in MessageRepository(connection).export_rows(
+                chosen, keys, batch_size=MESSAGES_PER_CHUNK
+            ):
                 yield render(batch)
