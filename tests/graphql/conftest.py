@@ -7,6 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
+from counting import CountingApp
+
+from powerpulse.settings import Settings
 
 LEAK_PATTERNS = re.compile(
     r"Traceback|\bSELECT\b|\bINSERT INTO\b|\bUPDATE \w+ SET\b|\bDELETE FROM\b|\bWHERE\b"
@@ -38,3 +41,19 @@ def app_client_factory(app_client_factory: Any) -> Any:
         return client
 
     return build
+
+
+@pytest.fixture
+def start(app_client_factory: Any) -> Any:
+    """Starts apps with a statement counter on the test's database (CountingApp)."""
+
+    async def build(settings: Settings, *, run_worker: bool = False) -> CountingApp:
+        return CountingApp(await app_client_factory(settings, run_worker=run_worker))
+
+    return build
+
+
+@pytest.fixture
+def lexicon(settings_factory: Any) -> Settings:
+    """The offline analyzer, its worker polling often."""
+    return settings_factory(analyzer="lexicon", worker_poll_seconds=0.05)  # type: ignore[no-any-return]

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from chat_exports import SAMPLE, agent, customer, export
-from sqlalchemy import event
 
 from powerpulse.services.cache import AnswerCache
 from powerpulse.settings import Settings
@@ -25,7 +24,6 @@ METRICS = (
     "analyzedConversations medianFirstResponseTimeMinutes topTopics(limit: 3) { topic } } }"
 )
 AGENTS = "query { agents(first: 10) { totalCount edges { node { agent conversations } } } }"
-JOB = "query($id: ID!) { job(id: $id) { status finishedAt } }"
 EXTRA = export(
     {
         "hotel": [
@@ -34,57 +32,6 @@ EXTRA = export(
         ]
     }
 )
-
-
-class App:
-    """One running app (one process's view) with a statement counter on its engine."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.state = client.state
-        self.statements: list[str] = []
-        engine = self.state.database.engine.sync_engine
-        event.listen(engine, "before_cursor_execute", self._count)
-
-    def _count(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.statements.append(statement)
-
-    async def data(self, query: str, variables: dict[str, Any] | None = None) -> Any:
-        return await self.client.data(query, variables)
-
-    async def counted(self, query: str, variables: dict[str, Any] | None = None) -> Any:
-        """The answer and the number of SQL statements the request issued."""
-        self.statements.clear()
-        answer = await self.data(query, variables)
-        return answer, len(self.statements)
-
-    async def upload(self, content: bytes) -> dict[str, Any]:
-        response = await self.client.upload(content, selection="messagesStored job { id }")
-        assert response.status_code == 200, response.text
-        body = response.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]["uploadChats"]  # type: ignore[no-any-return]
-
-    async def wait_for_job(self, job_id: str, within: float = 30.0) -> None:
-        deadline = time.monotonic() + within
-        while (await self.data(JOB, {"id": job_id}))["job"]["finishedAt"] is None:
-            assert time.monotonic() < deadline, "the analysis job did not finish"
-            await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-def start(app_client_factory: Any) -> Any:
-    """Starts apps on the test's database (the shared factory stops them in time)."""
-
-    async def build(settings: Settings, *, run_worker: bool = False) -> App:
-        return App(await app_client_factory(settings, run_worker=run_worker))
-
-    return build
-
-
-@pytest.fixture
-def lexicon(settings_factory: Any) -> Settings:
-    return settings_factory(analyzer="lexicon", worker_poll_seconds=0.05)  # type: ignore[no-any-return]
 
 
 async def test_an_answer_is_reused_until_an_upload_changes_the_data(

@@ -9,13 +9,11 @@ tenant's timezone) is seen by the very next request.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import pytest
 from chat_exports import SAMPLE, agent, customer, error_codes, export
-from sqlalchemy import event
+from counting import JOB
 
 import powerpulse.services.tenants as tenants_module
 from powerpulse.graphql.responses import ResponseCache, keeps
@@ -42,58 +40,15 @@ query One($chatId: String!) {
   }
 }
 """
-JOB = "query($id: ID!) { job(id: $id) { status finishedAt } }"
 FIRST_PAGE = {"first": 3, "after": None, "filter": None}
-EXTRA = export(
+LATER = export(
     {
-        "hotel": [
-            customer("2025-03-09T10:00:00Z", "my token did not arrive"),
-            agent("2025-03-09T10:04:00Z", "Resent it", username="zara"),
+        "india": [
+            customer("2025-03-10T08:00:00Z", "is the outage over?"),
+            agent("2025-03-10T08:06:00Z", "Yes, power is back", username="mike"),
         ]
     }
 )
-
-
-class App:
-    """One running app with a statement counter on its engine."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.state = client.state
-        self.statements: list[str] = []
-        event.listen(self.state.database.engine.sync_engine, "before_cursor_execute", self._count)
-
-    def _count(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.statements.append(statement)
-
-    @property
-    def cache(self) -> ResponseCache:
-        return self.state.responses  # type: ignore[no-any-return]
-
-    async def counted(self, query: str, variables: dict[str, Any] | None = None) -> Any:
-        """The whole response body and the number of SQL statements the request issued."""
-        self.statements.clear()
-        body = await self.client.query(query, variables)
-        return body, len(self.statements)
-
-    async def upload(self, content: bytes) -> dict[str, Any]:
-        response = await self.client.upload(content, selection="messagesStored job { id }")
-        body = response.json()
-        assert response.status_code == 200 and "errors" not in body, response.text
-        return body["data"]["uploadChats"]  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def start(app_client_factory: Any) -> Any:
-    async def build(settings: Settings, *, run_worker: bool = False) -> App:
-        return App(await app_client_factory(settings, run_worker=run_worker))
-
-    return build
-
-
-@pytest.fixture
-def lexicon(settings_factory: Any) -> Settings:
-    return settings_factory(analyzer="lexicon", worker_poll_seconds=0.05)  # type: ignore[no-any-return]
 
 
 async def test_a_page_is_answered_from_one_statement_until_an_upload(
@@ -102,30 +57,30 @@ async def test_a_page_is_answered_from_one_statement_until_an_upload(
     app = await start(lexicon)
     await app.upload(SAMPLE)
 
-    first, computing = await app.counted(PAGE, FIRST_PAGE)
-    again, reusing = await app.counted(PAGE, FIRST_PAGE)
+    first, computing = await app.counted_body(PAGE, FIRST_PAGE)
+    again, reusing = await app.counted_body(PAGE, FIRST_PAGE)
     assert "errors" not in first
     assert again == first
     assert first["data"]["conversations"]["totalCount"] == 7
     # The kept response costs the data-version read and nothing else.
     assert reusing == 1 and "data_version" in app.statements[0]
     assert computing > 2
-    assert (app.cache.stats.hits, app.cache.stats.kept) == (1, 1)
+    assert (app.state.responses.stats.hits, app.state.responses.stats.kept) == (1, 1)
 
     # Other variables are another question: the next page is computed, then kept too.
     cursor = first["data"]["conversations"]["pageInfo"]["endCursor"]
     second_page = {**FIRST_PAGE, "after": cursor}
-    following, _ = await app.counted(PAGE, second_page)
+    following, _ = await app.counted_body(PAGE, second_page)
     chat_ids = [edge["node"]["chatId"] for edge in following["data"]["conversations"]["edges"]]
     first_ids = [edge["node"]["chatId"] for edge in first["data"]["conversations"]["edges"]]
     assert len(chat_ids) == 3 and not set(chat_ids) & set(first_ids)
-    assert app.cache.stats.kept == 2
+    assert app.state.responses.stats.kept == 2
 
-    await app.upload(EXTRA)
-    after, recomputing = await app.counted(PAGE, FIRST_PAGE)
+    await app.upload(LATER)
+    after, recomputing = await app.counted_body(PAGE, FIRST_PAGE)
     assert after["data"]["conversations"]["totalCount"] == 8
-    # hotel's last message is the newest: it leads the page now.
-    assert after["data"]["conversations"]["edges"][0]["node"]["chatId"] == "hotel"
+    # india's last message is the newest: it leads the page now.
+    assert after["data"]["conversations"]["edges"][0]["node"]["chatId"] == "india"
     assert recomputing > 1
 
 
@@ -135,7 +90,7 @@ async def test_a_kept_response_is_the_response_an_app_keeping_nothing_gives(
     # Uploaded and analysed by one process; its worker's statements are not counted.
     worker = await start(lexicon, run_worker=True)
     job = (await worker.upload(SAMPLE))["job"]
-    await _wait_for_job(worker, job["id"])
+    await worker.wait_for_job(job["id"])
     app = await start(settings_factory(analyzer="lexicon"))
     plain = await start(settings_factory(analyzer="lexicon", response_cache_mib=0))
 
@@ -145,12 +100,12 @@ async def test_a_kept_response_is_the_response_an_app_keeping_nothing_gives(
         (CONVERSATION, {"chatId": "bravo"}),
         (CONVERSATION, {"chatId": "no such chat"}),
     ]:
-        computed, _ = await app.counted(query, variables)
-        kept, statements = await app.counted(query, variables)
+        computed, _ = await app.counted_body(query, variables)
+        kept, statements = await app.counted_body(query, variables)
         assert statements == 1, query
-        assert kept == computed == (await plain.counted(query, variables))[0]
-    assert len(plain.cache) == 0 and plain.cache.stats.hits == 0
-    analysed = computed_page = (await app.counted(PAGE, FIRST_PAGE))[0]
+        assert kept == computed == (await plain.counted_body(query, variables))[0]
+    assert len(plain.state.responses) == 0 and plain.state.responses.stats.hits == 0
+    analysed = computed_page = (await app.counted_body(PAGE, FIRST_PAGE))[0]
     assert {
         edge["node"]["analysisStatus"] for edge in analysed["data"]["conversations"]["edges"]
     } == {"DONE"}
@@ -163,8 +118,8 @@ async def test_an_analysis_stored_by_another_process_is_seen_at_once(
     """An API process with no worker keeps responses; a second process analyses."""
     api = await start(settings_factory(analyzer="lexicon"))
     job = (await api.upload(SAMPLE))["job"]
-    pending, _ = await api.counted(PAGE, FIRST_PAGE)
-    kept, statements = await api.counted(PAGE, FIRST_PAGE)
+    pending, _ = await api.counted_body(PAGE, FIRST_PAGE)
+    kept, statements = await api.counted_body(PAGE, FIRST_PAGE)
     assert kept == pending and statements == 1
     statuses = {
         edge["node"]["analysisStatus"] for edge in pending["data"]["conversations"]["edges"]
@@ -172,8 +127,8 @@ async def test_an_analysis_stored_by_another_process_is_seen_at_once(
     assert statuses == {"PENDING"}
 
     other = await start(lexicon, run_worker=True)
-    await _wait_for_job(other, job["id"])
-    analysed, _ = await api.counted(PAGE, FIRST_PAGE)
+    await other.wait_for_job(job["id"])
+    analysed, _ = await api.counted_body(PAGE, FIRST_PAGE)
     edges = analysed["data"]["conversations"]["edges"]
     assert {edge["node"]["analysisStatus"] for edge in edges} == {"DONE"}
     assert all(edge["node"]["analysis"] is not None for edge in edges)
@@ -187,13 +142,13 @@ async def test_a_changed_timezone_is_another_question(
     await app.upload(SAMPLE)
     # delta opens 2025-03-05 23:30 UTC, which is already 2025-03-06 in Tokyo.
     one_day = {"first": 10, "filter": {"startDate": "2025-03-05", "endDate": "2025-03-05"}}
-    utc, _ = await app.counted(PAGE, one_day)
+    utc, _ = await app.counted_body(PAGE, one_day)
     assert [edge["node"]["chatId"] for edge in utc["data"]["conversations"]["edges"]] == ["delta"]
-    assert (await app.counted(PAGE, one_day))[0] == utc  # kept
+    assert (await app.counted_body(PAGE, one_day))[0] == utc  # kept
 
     admin = TenantAdmin(app.state.database, app.state.settings)
     await admin.configure("default", timezone="Asia/Tokyo")
-    tokyo, _ = await app.counted(PAGE, one_day)
+    tokyo, _ = await app.counted_body(PAGE, one_day)
     assert tokyo["data"]["conversations"]["edges"] == []
     assert tokyo["data"]["conversations"]["totalCount"] == 0
 
@@ -205,11 +160,12 @@ async def test_responses_with_errors_are_not_kept(start: Any, lexicon: Settings)
         'query { conversation(chatId: "alpha") { chatId messages(first: 100000) { totalCount } } }'
     )
     for _ in range(2):
-        body, _ = await app.counted(too_many)
+        body, _ = await app.counted_body(too_many)
         assert error_codes(body) == ["BAD_USER_INPUT"]
-        bad_page, _ = await app.counted(PAGE, {"first": 5000})
+        bad_page, _ = await app.counted_body(PAGE, {"first": 5000})
         assert error_codes(bad_page) == ["BAD_USER_INPUT"]
-    assert (len(app.cache), app.cache.stats.kept, app.cache.stats.hits) == (0, 0, 0)
+    responses = app.state.responses
+    assert (len(responses), responses.stats.kept, responses.stats.hits) == (0, 0, 0)
 
 
 async def test_only_reads_of_conversations_alone_are_kept(start: Any, lexicon: Settings) -> None:
@@ -218,27 +174,22 @@ async def test_only_reads_of_conversations_alone_are_kept(start: Any, lexicon: S
     mixed = "query { conversations(first: 2) { totalCount } metrics { totalConversations } }"
     for query, variables in [(mixed, None), (JOB, {"id": job["id"]})]:
         for _ in range(2):
-            body, _ = await app.counted(query, variables)
+            body, _ = await app.counted_body(query, variables)
             assert "errors" not in body
-    assert (len(app.cache), app.cache.stats.hits, app.cache.stats.misses) == (0, 0, 0)
+    responses = app.state.responses
+    assert (len(responses), responses.stats.hits, responses.stats.misses) == (0, 0, 0)
 
 
 async def test_the_response_cache_can_be_switched_off(start: Any, settings_factory: Any) -> None:
     app = await start(settings_factory(analyzer="lexicon", response_cache_mib=0))
     await app.upload(SAMPLE)
-    first, computing = await app.counted(PAGE, FIRST_PAGE)
-    again, recomputing = await app.counted(PAGE, FIRST_PAGE)
+    first, computing = await app.counted_body(PAGE, FIRST_PAGE)
+    again, recomputing = await app.counted_body(PAGE, FIRST_PAGE)
     assert again == first
     # Read again every time: the page, its agents and the version its count is kept at.
     assert computing > recomputing >= 3
-    assert (app.cache.enabled, len(app.cache), app.cache.stats.misses) == (False, 0, 0)
-
-
-async def _wait_for_job(app: App, job_id: str, within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while (await app.client.data(JOB, {"id": job_id}))["job"]["finishedAt"] is None:
-        assert time.monotonic() < deadline, "the analysis job did not finish"
-        await asyncio.sleep(0.05)
+    responses = app.state.responses
+    assert (responses.enabled, len(responses), responses.stats.misses) == (False, 0, 0)
 
 
 # -- the cache itself --------------------------------------------------------------------
