@@ -18,8 +18,8 @@ Only queries whose every top-level field is `conversations` or `conversation` ar
 analytics answers may trail a write by the staleness tolerance, and kept under a version
 they would outlive it; jobs change without a data version. Responses with errors are
 never kept. Responses are held as JSON text, so requests never share objects and the
-memory bound (POWERPULSE_RESPONSE_CACHE_MIB per process) counts real bytes; least recently
-used ones go first.
+memory bound (POWERPULSE_RESPONSE_CACHE_MIB per process) counts the characters actually
+held, keys included; least recently used ones go first.
 """
 
 from __future__ import annotations
