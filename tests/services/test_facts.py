@@ -100,6 +100,21 @@ def canonical(facts: ConversationFacts) -> dict[str, Any]:
     return found
 
 
+DERIVED = ("answered_by_first_response", "replies_by_minutes", "done")
+
+
+def computed_orders(facts: ConversationFacts) -> dict[str, np.ndarray]:
+    return {name: getattr(facts, name) for name in DERIVED}
+
+
+def assert_orders_hold(facts: ConversationFacts, label: str) -> None:
+    """Sorted orders a refresh shared with the version before equal orders computed anew
+    from these facts' own columns."""
+    anew = ConversationFacts(facts.version, facts.vocabularies, dict(facts._columns))
+    for name, values in computed_orders(facts).items():
+        assert np.array_equal(values, getattr(anew, name)), f"{label}: {name}"
+
+
 def extended(exported: dict[str, list[dict[str, Any]]], every: int) -> dict[str, Any]:
     """Every `every`-th chat again with one more customer message a day later."""
     more: dict[str, Any] = {}
@@ -141,12 +156,15 @@ async def test_facts_brought_up_to_date_equal_facts_read_whole(state: AppState) 
         ("forced re-analysis queued", lambda: upload(state, first, force=True)),
         ("re-analysis", state.worker.run_until_idle),
     ]
+    current = loaded
     for label, step in steps:
         before = store.stats.loads
+        computed_orders(current)  # computed on the version before: a refresh may share them
         await step()
         current = await store.current(tenant, await version(state))
         whole = await fresh_store(state).current(tenant, await version(state))
         assert canonical(current) == canonical(whole), label
+        assert_orders_hold(current, label)
         assert store.stats.loads == before, f"{label}: read whole instead of by changes"
         assert current.version == whole.version == await version(state)
     assert store.stats.refreshes == len(steps)
@@ -205,6 +223,36 @@ async def test_an_unchanged_version_reads_nothing_and_a_refresh_only_changes(
     assert newer.size == facts.size + 5
     # The older facts are untouched: a computation still reading them is unaffected.
     assert facts.size == 50
+
+
+async def test_an_analysis_batch_shares_what_it_does_not_change(state: AppState) -> None:
+    """Analysis changes judgements and topics, not measurements, reply events or agents:
+    the refreshed facts hold the same arrays as the version before for those, and the same
+    sorted orders, rather than copies; what it does change is new."""
+    tenant = state.default_tenant_id
+    store = fresh_store(state, full_reload_share=float("inf"))
+    await upload(state, generate_export(chats=80, seed=21))
+    before = await store.current(tenant, await version(state))
+    orders = computed_orders(before)
+    await state.worker.run_until_idle()
+    after = await store.current(tenant, await version(state))
+    assert after.version > before.version and store.stats.refreshes == 1
+    assert int(after.done.sum()) == after.size and not before.done.any()
+
+    shared = ["ids", "first_us", "messages", "first_response", *REPLY_COLUMNS, *AGENT_COLUMNS]
+    for name in shared:
+        assert getattr(after, name) is getattr(before, name), name
+    for name in ("status", "satisfaction", *TOPIC_COLUMNS):
+        assert getattr(after, name) is not getattr(before, name), name
+    assert after.replies_by_minutes is orders["replies_by_minutes"]
+    assert after.answered_by_first_response is orders["answered_by_first_response"]
+    assert after.done is not orders["done"]  # the statuses changed
+    assert_orders_hold(after, "analysis")
+    # Shared arrays cannot be changed through either version.
+    with pytest.raises(ValueError, match="read-only"):
+        after.first_response[0] = 0.0
+    with pytest.raises(ValueError, match="read-only"):
+        before.status[0] = 0
 
 
 async def test_the_least_recently_asked_tenant_goes_beyond_the_memory_limit(

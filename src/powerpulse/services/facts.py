@@ -10,8 +10,12 @@ The arrays follow the database by version. Every write stamps the conversation a
 analysis rows it changes with the tenant data_version it commits
 (TenantRepository.begin_change), so a request that finds a newer version than the one
 held reads only the rows changed since, in one consistent snapshot. Arrays are never
-changed in place: a refresh builds new ones, and a computation still reading the old ones
-is unaffected.
+changed in place (they are read-only): a refresh builds new ones, and a computation still
+reading the old ones is unaffected. A refresh shares with the version before it every
+array whose values it would not change, and the sorted orders computed from them: an
+analysis batch changes the judgements of a few hundred conversations, not their
+measurements, reply events or agents, and re-sorting every reply event after each batch
+cost more than the refresh itself (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -91,6 +95,13 @@ AGENT_COLUMNS: dict[str, Any] = {
 }
 TOPIC_COLUMNS: dict[str, Any] = {"topic_conversation": np.int32, "topic_code": np.int32}
 CHILD_TABLES = (REPLY_COLUMNS, AGENT_COLUMNS, TOPIC_COLUMNS)
+# Orders computed from the facts on first use: name -> the column each is computed from.
+# A later version that shares that column shares the order too.
+DERIVED_FROM = {
+    "answered_by_first_response": "first_response",
+    "replies_by_minutes": "reply_minutes",
+    "done": "status",
+}
 
 
 class Vocabulary:
@@ -181,22 +192,55 @@ def _child_columns(
     return arrays
 
 
+def _same_values(old: np.ndarray, new: np.ndarray) -> bool:
+    """Equal lengths and values, NaN equal to NaN."""
+    return np.array_equal(old, new, equal_nan=old.dtype.kind == "f")
+
+
+def _same_rows(old: dict[str, np.ndarray], new: dict[str, np.ndarray]) -> bool:
+    """The same rows, in any order (a child table's rows have no order)."""
+    names = list(old)
+    if len(old[names[0]]) != len(new[names[0]]):
+        return False
+    old_order = np.lexsort([old[name] for name in reversed(names)])
+    new_order = np.lexsort([new[name] for name in reversed(names)])
+    return all(_same_values(old[name][old_order], new[name][new_order]) for name in names)
+
+
 class ConversationFacts:
-    """One version of a tenant's facts. Read-only: refreshes build a new object."""
+    """One version of a tenant's facts. Read-only: refreshes build a new object.
+
+    `previous`: the version these facts were built from. Arrays they share with it (the
+    same objects) share its id index and sorted orders too, instead of computing them again.
+    """
 
     def __init__(
         self,
         version: int,
         vocabularies: Vocabularies,
         columns: dict[str, np.ndarray],
+        previous: ConversationFacts | None = None,
     ) -> None:
         self.version = version
         self.vocabularies = vocabularies
         self._columns = columns
+        for values in columns.values():
+            values.flags.writeable = False  # shared by later versions
         ids = columns["ids"]
-        self._order = np.argsort(ids, kind="stable")
-        self._sorted_ids = ids[self._order]
-        self.done = columns["status"] == DONE
+        if previous is not None and previous._columns["ids"] is ids:
+            self._order, self._sorted_ids = previous._order, previous._sorted_ids
+        else:
+            self._order = np.argsort(ids, kind="stable")
+            self._sorted_ids = ids[self._order]
+        if previous is not None:
+            for name, source in DERIVED_FROM.items():
+                if name in previous.__dict__ and previous._columns[source] is columns[source]:
+                    self.__dict__[name] = previous.__dict__[name]
+
+    @cached_property
+    def done(self) -> np.ndarray:
+        """Which conversations have a finished analysis."""
+        return self.status == DONE
 
     @cached_property
     def answered_by_first_response(self) -> np.ndarray:
@@ -222,14 +266,11 @@ class ConversationFacts:
     @property
     def nbytes(self) -> int:
         """Memory of the columns, the id index and the sorted orders computed so far."""
-        derived = (
-            self.__dict__.get(name) for name in ("answered_by_first_response", "replies_by_minutes")
-        )
+        derived = (self.__dict__.get(name) for name in DERIVED_FROM)
         return (
             sum(values.nbytes for values in self._columns.values())
             + self._order.nbytes
             + self._sorted_ids.nbytes
-            + self.done.nbytes
             + sum(values.nbytes for values in derived if values is not None)
         )
 
@@ -268,13 +309,20 @@ class ConversationFacts:
         )
 
     def merging(self, version: int, fresh: dict[str, np.ndarray]) -> _Assembly:
-        """These facts with the `fresh` conversations (and all their children) replaced."""
+        """These facts with the `fresh` conversations (and all their children) replaced.
+
+        A column or child table whose values the fresh rows would not change is shared
+        with these facts rather than copied (no conversation added: positions stay).
+        """
         positions = self.positions(fresh["ids"])
         known = positions >= 0
         added = int((~known).sum())
         columns: dict[str, np.ndarray] = {}
         for name, values in self._columns.items():
             if name not in fresh:
+                continue
+            if not added and _same_values(values[positions], fresh[name]):
+                columns[name] = values
                 continue
             updated = np.concatenate([values, fresh[name][~known]])
             updated[positions[known]] = fresh[name][known]
@@ -299,9 +347,15 @@ class ConversationFacts:
             for table in CHILD_TABLES:
                 owner = next(iter(table))
                 kept = ~changed[self._columns[owner]]
+                if not added and _same_rows(
+                    {name: self._columns[name][~kept] for name in table},
+                    {name: children[name] for name in table},
+                ):
+                    merged.update((name, self._columns[name]) for name in table)
+                    continue
                 for name in table:
                     merged[name] = np.concatenate([self._columns[name][kept], children[name]])
-            return ConversationFacts(version, self.vocabularies, merged)
+            return ConversationFacts(version, self.vocabularies, merged, previous=self)
 
         return _Assembly(positions_of=positions_of, finish=finish)
 
