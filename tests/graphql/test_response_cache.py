@@ -9,6 +9,7 @@ tenant's timezone) is seen by the very next request.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -192,7 +193,72 @@ async def test_the_response_cache_can_be_switched_off(start: Any, settings_facto
     assert (responses.enabled, len(responses), responses.stats.misses) == (False, 0, 0)
 
 
+async def test_requests_missing_the_same_response_together_compute_it_once(
+    start: Any, lexicon: Settings
+) -> None:
+    """After a write, every viewer of a page misses it at once: one request computes the
+    response, the others wait for it and answer with the same data."""
+    app = await start(lexicon)
+    await app.upload(SAMPLE)
+    await app.counted_body(PAGE, FIRST_PAGE)
+    # After a write, one request alone: what computing the page costs then.
+    await app.upload(LATER)
+    alone, computing = await app.counted_body(PAGE, FIRST_PAGE)
+    assert "errors" not in alone and computing > 2
+
+    await app.upload(LATER.replace(b"india", b"juliett"))  # one more new chat, a new version
+    app.statements.clear()
+    bodies = await asyncio.gather(*(app.client.query(PAGE, FIRST_PAGE) for _ in range(6)))
+    assert all(body == bodies[0] for body in bodies)
+    assert "errors" not in bodies[0]
+    assert bodies[0]["data"]["conversations"]["totalCount"] == 9
+    stats = app.state.responses.stats
+    assert (stats.shared, stats.kept, stats.hits) == (5, 3, 0)
+    # One computation, and one version read for each of the five that waited for it.
+    assert len(app.statements) == computing + 5
+
+
 # -- the cache itself --------------------------------------------------------------------
+
+
+async def test_a_claimed_response_is_given_to_the_requests_waiting_for_it() -> None:
+    cache = ResponseCache(1 << 20)
+    assert await cache.claim("k") == (None, True)
+    waiting = [asyncio.create_task(cache.claim("k")) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert not any(task.done() for task in waiting)
+    leaving = waiting.pop()
+    leaving.cancel()  # a waiter that goes away leaves the others waiting
+    await asyncio.sleep(0)
+    cache.settle("k", {"edges": [1, 2]})
+    given = [await task for task in waiting]
+    assert given == [({"edges": [1, 2]}, False)] * 2
+    given[0][0]["edges"].append(3)  # each a copy of its own
+    assert given[1][0] == {"edges": [1, 2]}
+    assert await cache.claim("k") == ({"edges": [1, 2]}, False)  # and kept
+    assert (cache.stats.shared, cache.stats.kept, cache.stats.hits) == (3, 1, 1)
+
+
+async def test_requests_waiting_for_a_failed_response_compute_their_own() -> None:
+    cache = ResponseCache(1 << 20)
+    assert await cache.claim("k") == (None, True)
+    waiting = asyncio.create_task(cache.claim("k"))
+    await asyncio.sleep(0)
+    cache.settle("k", None)
+    assert await waiting == (None, False)
+    assert len(cache) == 0
+    # The next request claims it afresh.
+    assert await cache.claim("k") == (None, True)
+
+
+async def test_a_response_too_large_to_keep_is_still_given_to_those_waiting() -> None:
+    cache = ResponseCache(8000)
+    assert await cache.claim("big") == (None, True)
+    waiting = asyncio.create_task(cache.claim("big"))
+    await asyncio.sleep(0)
+    cache.settle("big", {"text": "x" * 1200})
+    assert await waiting == ({"text": "x" * 1200}, False)
+    assert (len(cache), cache.stats.too_large) == (0, 1)
 
 
 def test_the_memory_bound_drops_the_least_recently_used_responses() -> None:

@@ -20,10 +20,15 @@ they would outlive it; jobs change without a data version. Responses with errors
 never kept. Responses are held as JSON text, so requests never share objects and the
 memory bound (POWERPULSE_RESPONSE_CACHE_MIB per process) counts the characters actually
 held, keys included; least recently used ones go first.
+
+After a write every key is new, and viewers of one page all miss it at once. The first
+request computes the response; the others asking for the same key meanwhile wait for it
+and get a copy of its data (or, if it ended in an error, compute their own).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Hashable
@@ -43,6 +48,7 @@ LARGEST_SHARE = 8
 class ResponseStats:
     hits: int = 0
     misses: int = 0
+    shared: int = 0  # waited for the same response another request was computing
     kept: int = 0
     too_large: int = 0
 
@@ -56,6 +62,8 @@ class ResponseCache:
         self.max_bytes = max_bytes
         self.used_bytes = 0
         self._responses: OrderedDict[Hashable, str] = OrderedDict()
+        # Keys being computed by a request -> its response as JSON text (None: an error).
+        self._computing: dict[Hashable, asyncio.Future[str | None]] = {}
         self.stats = ResponseStats()
 
     @property
@@ -75,12 +83,41 @@ class ResponseCache:
         self.stats.hits += 1
         return json.loads(found)
 
-    def put(self, key: Hashable, data: Any) -> None:
+    async def claim(self, key: Hashable) -> tuple[Any | None, bool]:
+        """(data, computes) for a request about to execute under `key`.
+
+        The data is a fresh copy: kept, or computed meanwhile by the request that claimed
+        the key first. Otherwise it is None and, when `computes`, the caller now computes
+        the key for everyone and must `settle` it, whatever happens; when not, the request
+        it waited for ended without data, and it computes its own.
+        """
+        found = self.get(key)
+        if found is not None:
+            return found, False
+        running = self._computing.get(key)
+        if running is None:
+            self._computing[key] = asyncio.get_running_loop().create_future()
+            return None, True
+        self.stats.shared += 1
+        # Shielded: a waiter that goes away must not cancel the others' wait.
+        text = await asyncio.shield(running)
+        return (None if text is None else json.loads(text)), False
+
+    def settle(self, key: Hashable, data: Any | None) -> None:
+        """The claimed `key` computed: its data is kept and given to the requests waiting
+        (None: it failed, and they compute their own)."""
+        text = None if data is None else self.put(key, data)
+        running = self._computing.pop(key, None)
+        if running is not None and not running.done():
+            running.set_result(text)
+
+    def put(self, key: Hashable, data: Any) -> str:
+        """Keep `data` under `key` if it fits its share; its JSON text."""
         text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
         size = _size(key, text)
         if size > self.max_bytes // LARGEST_SHARE:
             self.stats.too_large += 1
-            return
+            return text
         previous = self._responses.pop(key, None)
         if previous is not None:
             self.used_bytes -= _size(key, previous)
@@ -90,11 +127,12 @@ class ResponseCache:
         while self.used_bytes > self.max_bytes:
             old_key, old_text = self._responses.popitem(last=False)
             self.used_bytes -= _size(old_key, old_text)
+        return text
 
 
 def _size(key: Hashable, text: str) -> int:
     # The text, plus the query text and variables the key holds (the request's own strings,
-    # kept alive by the key), as UTF-8 would count them; close enough for a memory bound.
+    # kept alive by the key), in characters; close enough for a memory bound.
     held = len(text)
     if isinstance(key, tuple):
         held += sum(len(part) for part in key if isinstance(part, str))
@@ -121,16 +159,23 @@ class ResponseCacheExtension(SchemaExtension):
             yield
             return
         cache: ResponseCache = self.execution_context.context.responses
-        data = cache.get(key)
+        data, computes = await cache.claim(key)
         if data is not None:
             # strawberry runs no resolver when the result is already set.
             self.execution_context.result = ExecutionResult(data=data)
             yield
             return
-        yield
-        result = self.execution_context.result
-        if isinstance(result, ExecutionResult) and not result.errors and result.data:
-            cache.put(key, result.data)
+        if not computes:
+            yield
+            return
+        kept = None
+        try:
+            yield
+            result = self.execution_context.result
+            if isinstance(result, ExecutionResult) and not result.errors and result.data:
+                kept = result.data
+        finally:
+            cache.settle(key, kept)
 
     async def _key(self) -> Hashable | None:
         execution = self.execution_context
