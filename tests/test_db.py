@@ -73,6 +73,31 @@ async def test_quick_reads_run_on_the_event_loop_thread_and_others_do_not(sqlite
         assert await _thread_of(connection) != loop_thread
 
 
+async def test_a_consistent_read_moved_in_place_keeps_its_snapshot(tmp_path: Path) -> None:
+    """Database.in_place: the statements after it run on the event loop's thread, in the
+    read transaction already begun (a write committed meanwhile is not seen until the next
+    read). That connection going back to its own thread is tested above."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'snapshot.db'}"
+    async for database in _single_connection(Settings(database_url=url, db_pool_size=2)):
+        async with database.write() as connection:
+            await connection.execute(text("CREATE TABLE numbers (n INTEGER)"))
+            await connection.execute(text("INSERT INTO numbers VALUES (1)"))
+        loop_thread = threading.get_ident()
+        count = text("SELECT count(*) FROM numbers")
+        async with database.read(consistent=True) as connection:
+            await connection.exec_driver_sql("BEGIN")
+            assert (await connection.execute(count)).scalar_one() == 1
+            assert await _thread_of(connection) != loop_thread
+            async with database.write() as writer:  # committed after the snapshot began
+                await writer.execute(text("INSERT INTO numbers VALUES (2)"))
+            await database.in_place(connection)
+            assert await _thread_of(connection) == loop_thread
+            assert (await connection.execute(count)).scalar_one() == 1
+        async with database.read() as connection:
+            assert await _thread_of(connection) != loop_thread
+            assert (await connection.execute(count)).scalar_one() == 2
+
+
 async def test_a_failed_quick_read_leaves_the_connection_usable(sqlite: Database) -> None:
     database = sqlite
     async with database.write() as connection:

@@ -186,13 +186,23 @@ class Database:
             connection = await _checked_out(stack, self.engine.connect())
             if self.is_sqlite:
                 if quick:
-                    raw = await connection.get_raw_connection()
-                    driver = raw.driver_connection
-                    if isinstance(driver, _SQLiteConnection):
-                        driver.inline = True
+                    await self.in_place(connection)
             elif not consistent:
                 await connection.execution_options(isolation_level="AUTOCOMMIT")
             yield connection
+
+    async def in_place(self, connection: AsyncConnection) -> None:
+        """From now on, run a read connection's calls as `quick` reads do (SQLite only).
+
+        For a read that learns only after its first statement that the rest are quick:
+        the same promise as `quick`, for the statements that follow.
+        """
+        if not self.is_sqlite:
+            return
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        if isinstance(driver, _SQLiteConnection):
+            driver.inline = True
 
     @contextlib.asynccontextmanager
     async def write(self, *, bulk: bool = False) -> AsyncIterator[AsyncConnection]:

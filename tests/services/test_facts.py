@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from sqlalchemy import select
 
 from powerpulse.app import AppState, open_state
+from powerpulse.db import Database, create_engine
 from powerpulse.models import Conversation
 from powerpulse.repositories.tenants import TenantRepository
 from powerpulse.services.base import csi_parameters
@@ -253,6 +255,61 @@ async def test_an_analysis_batch_shares_what_it_does_not_change(state: AppState)
         after.first_response[0] = 0.0
     with pytest.raises(ValueError, match="read-only"):
         before.status[0] = 0
+
+
+async def test_a_small_refresh_reads_in_place_and_a_large_one_on_the_connection_thread(
+    tmp_path: Any,
+) -> None:
+    """On SQLite, a refresh of a few conversations (after an analysis batch, say) runs its
+    reads on the event loop's thread, as quick reads do; reading every fact, or many
+    changed ones, stays on the connection's thread, where it holds up no other request."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'facts.db'}"
+    state = await open_state(
+        Settings(database_url=url, analyzer="lexicon", analytics_preload=False), migrate=True
+    )
+    # The store reads through a database of one connection, whose statements are traced
+    # with the thread that runs each.
+    reader = Database(create_engine(Settings(database_url=url, db_pool_size=1, db_max_overflow=0)))
+    traced: list[tuple[int, str]] = []
+    try:
+        async with reader.read() as connection:
+            raw = await connection.get_raw_connection()
+            sqlite_connection = raw.driver_connection._connection  # type: ignore[union-attr]
+            sqlite_connection.set_trace_callback(
+                lambda sql: traced.append((threading.get_ident(), sql))
+            )
+        store = FactStore(
+            reader,
+            csi_parameters(state.settings),
+            memory_bytes=1 << 30,
+            full_reload_share=float("inf"),
+            quick_refresh=10,
+        )
+        loop_thread = threading.get_ident()
+        tenant = state.default_tenant_id
+
+        def reply_reads() -> set[bool]:
+            """For each read of reply events since the last call: on the loop's thread?"""
+            found = {thread == loop_thread for thread, sql in traced if "FROM reply_events" in sql}
+            traced.clear()
+            return found
+
+        await upload(state, generate_export(chats=40, seed=71))
+        await store.current(tenant, await version(state))
+        assert reply_reads() == {False}  # every fact read
+        await upload(state, generate_export(chats=6, seed=72))
+        small = await store.current(tenant, await version(state))
+        assert reply_reads() == {True} and small.size == 46
+        await upload(state, generate_export(chats=14, seed=73))
+        large = await store.current(tenant, await version(state))
+        assert reply_reads() == {False} and large.size == 60
+        assert store.stats.refreshes == 2
+        # Read in place or not, the same facts as a read of everything.
+        whole = await fresh_store(state).current(tenant, await version(state))
+        assert canonical(large) == canonical(whole)
+    finally:
+        await reader.dispose()
+        await state.close()
 
 
 async def test_the_least_recently_asked_tenant_goes_beyond_the_memory_limit(

@@ -50,6 +50,11 @@ NULL = -1
 DONE = STATUS_CODES[AnalysisStatus.DONE.value]
 # A refresh that would read more than this share of the conversations reads them all.
 FULL_RELOAD_SHARE = 0.25
+# A refresh of at most this many conversations reads them as a quick read does
+# (Database.read): key lookups of a few rows each, such as after an analysis batch. About
+# 15 ms of SQLite for 200 conversations at 100,000 (BENCHMARKS.md); more would hold up the
+# process's other requests for longer than the hand-offs to the connection's thread cost.
+QUICK_REFRESH = 250
 
 # Per-conversation columns in FactRepository.conversations order: name -> dtype. Analysis
 # values are NULL (NaN for the CSI, 0 for tokens and cost) unless the analysis is DONE:
@@ -403,12 +408,14 @@ class FactStore:
         *,
         memory_bytes: int,
         full_reload_share: float = FULL_RELOAD_SHARE,
+        quick_refresh: int = QUICK_REFRESH,
         batch: int = CONVERSATIONS_PER_BATCH,
     ) -> None:
         self._database = database
         self._csi = csi
         self._memory_bytes = memory_bytes
         self._full_reload_share = full_reload_share
+        self._quick_refresh = quick_refresh
         self._batch = batch  # conversations read per statement
         self._held: OrderedDict[int, ConversationFacts] = OrderedDict()
         self._locks: dict[int, asyncio.Lock] = {}
@@ -442,6 +449,8 @@ class FactStore:
                     return held.at_version(version)
                 if len(changed) > self._full_reload_share * held.size:
                     changed = None
+                elif len(changed) <= self._quick_refresh:
+                    await self._database.in_place(connection)
             ids = None if changed is None else sorted(changed)
             fresh = await _columns_in_batches(
                 facts.conversations(tenant_id, ids),
