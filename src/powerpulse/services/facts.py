@@ -232,6 +232,8 @@ class ConversationFacts:
         for values in columns.values():
             values.flags.writeable = False  # shared by later versions
         ids = columns["ids"]
+        self._order: np.ndarray
+        self._sorted_ids: np.ndarray
         if previous is not None and previous._columns["ids"] is ids:
             self._order, self._sorted_ids = previous._order, previous._sorted_ids
         else:
