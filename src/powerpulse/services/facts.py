@@ -52,8 +52,9 @@ DONE = STATUS_CODES[AnalysisStatus.DONE.value]
 FULL_RELOAD_SHARE = 0.25
 # A refresh of at most this many conversations reads them as a quick read does
 # (Database.read): key lookups of a few rows each, such as after an analysis batch. About
-# 15 ms of SQLite for 200 conversations at 100,000 (BENCHMARKS.md); more would hold up the
-# process's other requests for longer than the hand-offs to the connection's thread cost.
+# 17 ms for 200 of 100,000 conversations, 40 ms for 1,000 (BENCHMARKS.md): more would hold
+# up the process's other requests for longer than the hand-offs to the connection's thread
+# cost.
 QUICK_REFRESH = 250
 
 # Per-conversation columns in FactRepository.conversations order: name -> dtype. Analysis
