@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 from alembic import command
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from powerpulse.db import create_engine
 from powerpulse.errors import ConfigurationError
@@ -19,6 +23,8 @@ from powerpulse.migrate import (
     schema_state,
     upgrade,
 )
+from powerpulse.models import Message
+from powerpulse.repositories.messages import INSERT_COLUMNS, MessageRepository
 from powerpulse.settings import Settings
 
 
@@ -135,6 +141,63 @@ async def _counts(engine: Any, tenant: int) -> dict[str, int]:
         }
 
 
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+async def _store_rows(engine: Any, names: tuple[str, ...]) -> list[int]:
+    """Tenants of these names, each with conversations c1 and c2 and one row of each of
+    CONVERSATION_ROWS per conversation; their ids."""
+    tenants: list[int] = []
+    async with engine.begin() as connection:
+        for name in names:
+            tenant = (
+                await connection.execute(
+                    text(
+                        "INSERT INTO tenants (name, created_at, data_version)"
+                        " VALUES (:name, :now, 0) RETURNING id"
+                    ),
+                    {"name": name, "now": NOW},
+                )
+            ).scalar_one()
+            tenants.append(tenant)
+            for chat in ("c1", "c2"):
+                conversation = (
+                    await connection.execute(
+                        text(
+                            "INSERT INTO conversations (tenant_id, chat_id, message_count,"
+                            " customer_message_count, agent_message_count,"
+                            " bot_message_count, first_message_at, last_message_at,"
+                            " duration_minutes, reply_count, contact_count, updated_at,"
+                            " data_version) VALUES (:tenant, :chat, 1, 1, 0, 0, :now, :now,"
+                            " 0, 0, 1, :now, 0) RETURNING id"
+                        ),
+                        {"tenant": tenant, "chat": chat, "now": NOW},
+                    )
+                ).scalar_one()
+                job = (
+                    await connection.execute(
+                        text(
+                            "INSERT INTO analysis_jobs (tenant_id, status, total, analyzed,"
+                            " cached, failed, forced, input_tokens, output_tokens, cost_usd,"
+                            " created_at) VALUES (:tenant, 'queued', 1, 0, 0, 0, 0, 0, 0, 0,"
+                            " :now) RETURNING id"
+                        ),
+                        {"tenant": tenant, "now": NOW},
+                    )
+                ).scalar_one()
+                for statement in CONVERSATION_ROWS.values():
+                    await connection.execute(
+                        text(statement),
+                        {
+                            "tenant": tenant,
+                            "conversation": conversation,
+                            "job": job,
+                            "now": NOW,
+                        },
+                    )
+    return tenants
+
+
 async def test_rows_of_a_conversation_keep_their_data_and_cascades_without_a_tenant_key(
     database_url: str,
 ) -> None:
@@ -145,62 +208,12 @@ async def test_rows_of_a_conversation_keep_their_data_and_cascades_without_a_ten
         await upgrade(engine, "0003")
         before = await _foreign_keys(engine)
         assert all(("tenant_id", "tenants") in keys for keys in before.values())
-        now = datetime(2026, 12, 1, tzinfo=UTC)
-        tenants: list[int] = []
-        async with engine.begin() as connection:
-            for name in ("north", "south"):
-                tenant = (
-                    await connection.execute(
-                        text(
-                            "INSERT INTO tenants (name, created_at, data_version)"
-                            " VALUES (:name, :now, 0) RETURNING id"
-                        ),
-                        {"name": name, "now": now},
-                    )
-                ).scalar_one()
-                tenants.append(tenant)
-                for chat in ("c1", "c2"):
-                    conversation = (
-                        await connection.execute(
-                            text(
-                                "INSERT INTO conversations (tenant_id, chat_id, message_count,"
-                                " customer_message_count, agent_message_count,"
-                                " bot_message_count, first_message_at, last_message_at,"
-                                " duration_minutes, reply_count, contact_count, updated_at,"
-                                " data_version) VALUES (:tenant, :chat, 1, 1, 0, 0, :now, :now,"
-                                " 0, 0, 1, :now, 0) RETURNING id"
-                            ),
-                            {"tenant": tenant, "chat": chat, "now": now},
-                        )
-                    ).scalar_one()
-                    job = (
-                        await connection.execute(
-                            text(
-                                "INSERT INTO analysis_jobs (tenant_id, status, total, analyzed,"
-                                " cached, failed, forced, input_tokens, output_tokens, cost_usd,"
-                                " created_at) VALUES (:tenant, 'queued', 1, 0, 0, 0, 0, 0, 0, 0,"
-                                " :now) RETURNING id"
-                            ),
-                            {"tenant": tenant, "now": now},
-                        )
-                    ).scalar_one()
-                    for statement in CONVERSATION_ROWS.values():
-                        await connection.execute(
-                            text(statement),
-                            {
-                                "tenant": tenant,
-                                "conversation": conversation,
-                                "job": job,
-                                "now": now,
-                            },
-                        )
-        north, south = tenants
+        north, south = await _store_rows(engine, ("north", "south"))
         stored = {table: 2 for table in CONVERSATION_ROWS}
         assert await _counts(engine, north) == stored
 
-        await upgrade(engine, "head")
+        await upgrade(engine, "0004")
 
-        assert await schema_differences(engine) == []
         after = await _foreign_keys(engine)
         for table, keys in after.items():
             assert ("tenant_id", "tenants") not in keys, table
@@ -230,6 +243,242 @@ async def test_rows_of_a_conversation_keep_their_data_and_cascades_without_a_ten
 
         await downgrade(engine, "0003")
         assert await _foreign_keys(engine) == before
+        assert await _counts(engine, south) == stored
+    finally:
+        await engine.dispose()
+
+
+MISSING = 987_654_321
+
+
+async def _conversation_id(engine: Any, tenant: int, chat: str) -> int:
+    async with engine.connect() as connection:
+        return int(
+            (
+                await connection.execute(
+                    text("SELECT id FROM conversations WHERE tenant_id = :t AND chat_id = :c"),
+                    {"t": tenant, "c": chat},
+                )
+            ).scalar_one()
+        )
+
+
+async def _job_id(engine: Any, tenant: int) -> int:
+    async with engine.connect() as connection:
+        return int(
+            (
+                await connection.execute(
+                    text("SELECT min(id) FROM analysis_jobs WHERE tenant_id = :t"), {"t": tenant}
+                )
+            ).scalar_one()
+        )
+
+
+def _assert_names_a_missing_conversation(error: BaseException, dialect: str) -> None:
+    """`error` as SQLAlchemy raises it, or as the driver's bulk path does."""
+    driver_error = error.orig if isinstance(error, DBAPIError) else error
+    if dialect == "postgresql":
+        assert getattr(driver_error, "sqlstate", None) == "23503"
+        assert f"names conversation {MISSING}, which does not exist" in str(driver_error)
+    else:
+        assert "FOREIGN KEY constraint failed" in str(driver_error)
+
+
+async def test_rows_of_a_conversation_must_name_one_that_exists(database_url: str) -> None:
+    """At head both engines refuse the same writes: SQLite by its foreign keys, PostgreSQL by
+    the statement triggers of 0005. A refused statement stores nothing, and the rows already
+    stored stay as they were."""
+    engine = create_engine(Settings(database_url=database_url))
+    dialect = engine.dialect.name
+    try:
+        await upgrade(engine)
+        (north,) = await _store_rows(engine, ("north",))
+        stored = await _counts(engine, north)
+        c1 = await _conversation_id(engine, north, "c1")
+        c2 = await _conversation_id(engine, north, "c2")
+        job = await _job_id(engine, north)
+
+        for table, statement in CONVERSATION_ROWS.items():
+            with pytest.raises(IntegrityError) as refused:
+                async with engine.begin() as connection:
+                    await connection.execute(
+                        text(statement),
+                        {"tenant": north, "conversation": MISSING, "job": job, "now": NOW},
+                    )
+            _assert_names_a_missing_conversation(refused.value, dialect)
+            with pytest.raises(IntegrityError) as refused:
+                async with engine.begin() as connection:
+                    await connection.execute(
+                        text(
+                            f"UPDATE {table} SET conversation_id = :missing"
+                            " WHERE conversation_id = :c1"
+                        ),
+                        {"missing": MISSING, "c1": c1},
+                    )
+            _assert_names_a_missing_conversation(refused.value, dialect)
+
+        # The upload's own bulk path (COPY on PostgreSQL): one bad row refuses the batch.
+        rows = [
+            (
+                north,
+                conversation,
+                f"p:bulk{index}",
+                None,
+                "customer",
+                "hi",
+                NOW,
+                None,
+                None,
+                None,
+                None,
+            )
+            for index, conversation in enumerate([c1] * 50 + [MISSING] + [c2] * 50)
+        ]
+        with pytest.raises((sqlite3.IntegrityError, asyncpg.ForeignKeyViolationError)) as bulk:
+            async with engine.begin() as connection:
+                await MessageRepository(connection).bulk_insert(
+                    Message.__table__,  # type: ignore[attr-defined]
+                    ("tenant_id", *INSERT_COLUMNS),
+                    rows,
+                )
+        _assert_names_a_missing_conversation(bulk.value, dialect)
+        assert await _counts(engine, north) == stored
+
+        # Rows may move to a conversation that exists, and the same batch without the bad
+        # row is stored.
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE reply_events SET conversation_id = :c2 WHERE conversation_id = :c1"),
+                {"c1": c1, "c2": c2},
+            )
+            await MessageRepository(connection).bulk_insert(
+                Message.__table__,  # type: ignore[attr-defined]
+                ("tenant_id", *INSERT_COLUMNS),
+                [row for row in rows if row[1] != MISSING],
+            )
+        counts = await _counts(engine, north)
+        assert counts == {**stored, "messages": stored["messages"] + 100}
+
+        # A conversation that rows name keeps its id.
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as connection:
+                await connection.execute(
+                    text("UPDATE conversations SET id = :missing WHERE id = :c2"),
+                    {"missing": MISSING, "c2": c2},
+                )
+        assert await _conversation_id(engine, north, "c2") == c2
+    finally:
+        await engine.dispose()
+
+
+async def test_deleting_conversations_or_their_tenant_deletes_their_rows(
+    database_url: str,
+) -> None:
+    engine = create_engine(Settings(database_url=database_url))
+    try:
+        await upgrade(engine)
+        north, south, west = await _store_rows(engine, ("north", "south", "west"))
+        stored = {table: 2 for table in CONVERSATION_ROWS}
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("DELETE FROM conversations WHERE tenant_id = :t AND chat_id = 'c1'"),
+                {"t": north},
+            )
+        assert await _counts(engine, north) == {table: 1 for table in CONVERSATION_ROWS}
+        async with engine.begin() as connection:
+            await connection.execute(text("DELETE FROM tenants WHERE id = :t"), {"t": north})
+        assert await _counts(engine, north) == {table: 0 for table in CONVERSATION_ROWS}
+        # One statement deleting conversations of two tenants.
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("DELETE FROM conversations WHERE chat_id = 'c2' AND tenant_id IN (:s, :w)"),
+                {"s": south, "w": west},
+            )
+        for tenant in (south, west):
+            assert await _counts(engine, tenant) == {table: 1 for table in CONVERSATION_ROWS}
+        assert stored == {table: 2 for table in CONVERSATION_ROWS}
+        if engine.dialect.name == "postgresql":
+            async with engine.begin() as connection:
+                await connection.execute(text("TRUNCATE conversations"))
+            for tenant in (south, west):
+                assert await _counts(engine, tenant) == {table: 0 for table in CONVERSATION_ROWS}
+    finally:
+        await engine.dispose()
+
+
+async def test_postgres_conversation_checks_lock_as_a_foreign_key_does(postgres_url: str) -> None:
+    """A writer's rows keep their conversation from being deleted until it commits, and a
+    writer naming a conversation that another transaction deletes fails once that commits,
+    so no row outlives its conversation."""
+    engine = create_engine(Settings(database_url=postgres_url))
+    message = (
+        "INSERT INTO messages (tenant_id, conversation_id, message_key, sender, sent_at)"
+        " VALUES (:t, :c, :key, 'customer', :now)"
+    )
+    try:
+        await upgrade(engine)
+        (north,) = await _store_rows(engine, ("north",))
+        c1 = await _conversation_id(engine, north, "c1")
+        c2 = await _conversation_id(engine, north, "c2")
+
+        async with engine.connect() as writer, engine.connect() as deleter:
+            await writer.execute(text(message), {"t": north, "c": c1, "key": "p:w", "now": NOW})
+            await deleter.execute(text("SET lock_timeout = '200ms'"))
+            with pytest.raises(DBAPIError) as blocked:
+                await deleter.execute(text("DELETE FROM conversations WHERE id = :c"), {"c": c1})
+            assert getattr(blocked.value.orig, "sqlstate", None) == "55P03"  # lock_not_available
+            await deleter.rollback()
+            await writer.commit()
+            await deleter.execute(text("DELETE FROM conversations WHERE id = :c"), {"c": c1})
+            await deleter.commit()
+        assert (await _counts(engine, north))["messages"] == 1
+
+        async with engine.connect() as deleter, engine.connect() as writer:
+            await deleter.execute(text("DELETE FROM conversations WHERE id = :c"), {"c": c2})
+            write = asyncio.create_task(
+                writer.execute(text(message), {"t": north, "c": c2, "key": "p:late", "now": NOW})
+            )
+            await asyncio.sleep(0.3)
+            assert not write.done()  # waiting for the deleting transaction
+            await deleter.commit()
+            with pytest.raises(IntegrityError) as refused:
+                await write
+            assert getattr(refused.value.orig, "sqlstate", None) == "23503"
+            await writer.rollback()
+        assert await _counts(engine, north) == {table: 0 for table in CONVERSATION_ROWS}
+    finally:
+        await engine.dispose()
+
+
+async def test_0005_downgrades_to_the_foreign_keys_and_back(database_url: str) -> None:
+    engine = create_engine(Settings(database_url=database_url))
+    try:
+        await upgrade(engine)
+        north, south = await _store_rows(engine, ("north", "south"))
+        stored = {table: 2 for table in CONVERSATION_ROWS}
+        keys = await _foreign_keys(engine)
+        on_postgres = engine.dialect.name == "postgresql"
+        for table in CONVERSATION_ROWS:
+            assert (("conversation_id", "conversations") in keys[table]) is not on_postgres
+
+        await downgrade(engine, "0004")
+        for table, keys_then in (await _foreign_keys(engine)).items():
+            assert ("conversation_id", "conversations") in keys_then, table
+        async with engine.connect() as connection:
+            triggers = (
+                (
+                    await connection.execute(
+                        text("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal")
+                    )
+                ).scalar_one()
+                if on_postgres
+                else 0
+            )
+        assert triggers == 0
+        assert await _counts(engine, north) == stored
+
+        await upgrade(engine)
+        assert await schema_differences(engine) == []
         assert await _counts(engine, south) == stored
     finally:
         await engine.dispose()

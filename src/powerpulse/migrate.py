@@ -57,12 +57,70 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         )
 
 
+# The rows that belong to a conversation. The models give each a conversation_id foreign
+# key, which SQLite enforces; on PostgreSQL migration 0005 replaced those keys with
+# statement triggers that keep the same rules (see the migration), named here.
+CONVERSATION_ROW_TABLES = (
+    "messages",
+    "reply_events",
+    "conversation_agents",
+    "conversation_analyses",
+    "conversation_topics",
+    "analysis_tasks",
+)
+POSTGRES_TRIGGERS = frozenset(
+    [
+        *(
+            (table, f"{table}_conversation_{event}")
+            for table in CONVERSATION_ROW_TABLES
+            for event in ("insert", "update")
+        ),
+        ("conversations", "conversations_delete_rows"),
+        ("conversations", "conversations_truncate_rows"),
+        ("conversations", "conversations_keep_id"),
+    ]
+)
+
+
+def schema_filter(dialect: str) -> Any:
+    """Alembic's include_object for a dialect: on PostgreSQL the conversation keys of
+    CONVERSATION_ROW_TABLES are not expected in the database (their triggers are)."""
+
+    def include(item: Any, name: str | None, kind: str, reflected: bool, compare_to: Any) -> bool:
+        return not (
+            dialect == "postgresql"
+            and kind == "foreign_key_constraint"
+            and not reflected
+            and item.table.name in CONVERSATION_ROW_TABLES
+            and item.referred_table.name == "conversations"
+        )
+
+    return include
+
+
 async def schema_differences(engine: AsyncEngine) -> list[Any]:
-    """What autogenerate would change between the database and the models (empty = in sync)."""
+    """What autogenerate would change between the database and the models (empty = in sync),
+    and on PostgreSQL any of POSTGRES_TRIGGERS that is missing."""
 
     def compare(sync_connection: Any) -> list[Any]:
-        context = MigrationContext.configure(sync_connection, opts={"compare_type": True})
-        return list(compare_metadata(context, SQLModel.metadata))
+        dialect = sync_connection.dialect.name
+        context = MigrationContext.configure(
+            sync_connection,
+            opts={"compare_type": True, "include_object": schema_filter(dialect)},
+        )
+        differences = list(compare_metadata(context, SQLModel.metadata))
+        if dialect == "postgresql":
+            present = {
+                (table, name)
+                for table, name in sync_connection.exec_driver_sql(
+                    "SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE NOT tgisinternal"
+                )
+            }
+            differences += [
+                ("missing_trigger", table, name)
+                for table, name in sorted(POSTGRES_TRIGGERS - present)
+            ]
+        return differences
 
     async with engine.connect() as connection:
         return await connection.run_sync(compare)

@@ -74,15 +74,21 @@ def _conversation_tenant_column() -> Any:
     """The tenant of a row that belongs to a conversation: the conversation's tenant.
 
     It is repeated on the row so every query filters by tenant directly, but it has no
-    foreign key of its own: the row's conversation_id foreign key already ties it to a
-    conversation, which cascades from its tenant. A second check per row would only prove
-    that some tenant of that id exists, and on PostgreSQL it costs about as much as the
+    foreign key of its own: the row's conversation_id (_conversation_column) already ties
+    it to a conversation, which cascades from its tenant. A second check per row would only
+    prove that some tenant of that id exists, and on PostgreSQL it cost about as much as the
     conversation's check (see migration 0004).
     """
     return Field(sa_column=Column(BigIntId, nullable=False))
 
 
 def _conversation_column() -> Any:
+    """The conversation a row belongs to, deleted with it.
+
+    SQLite enforces the foreign key itself. On PostgreSQL, statement triggers of migration
+    0005 enforce the same rules in its place (migrate.POSTGRES_TRIGGERS): a key is checked
+    row by row there, and that was most of the server's work in storing an upload.
+    """
     return Field(
         sa_column=Column(
             BigIntId, ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False

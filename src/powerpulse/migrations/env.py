@@ -6,6 +6,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 from powerpulse import models  # noqa: F401  (registers the tables)
+from powerpulse.migrate import schema_filter
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -17,6 +18,7 @@ context.configure(
     # SQLite alters tables by copying them; batch mode does that for us.
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    include_object=schema_filter(connection.dialect.name),
 )
 with context.begin_transaction():
     context.run_migrations()

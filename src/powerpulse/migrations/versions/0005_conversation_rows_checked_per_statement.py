@@ -1,0 +1,185 @@
+"""PostgreSQL checks a conversation's rows against it once per statement, not per row
+
+messages, reply_events, conversation_agents, conversation_analyses, conversation_topics and
+analysis_tasks each belong to a conversation. A foreign key checks that on PostgreSQL with
+one lookup and one row lock for every row stored: copying an upload's million messages
+spent more time in those checks than in everything else the server does with the rows.
+These triggers keep the same rules, checked per statement over the statement's rows:
+
+- A statement that stores or moves rows locks each conversation they name, once, as the
+  key would (FOR KEY SHARE, so the conversation cannot be deleted until the writer
+  commits), and fails with foreign_key_violation (23503) if any does not exist.
+- Deleting conversations deletes their rows in the same statement (ON DELETE CASCADE), and
+  so does deleting a tenant, whose own key deletes its conversations. TRUNCATE of
+  conversations empties the six tables as well.
+- A conversation's id never changes.
+
+SQLite keeps its foreign keys: it checks them with a lookup in its own process, a small
+part of its ingest.
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-07 11:00:00
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0005"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+TABLES = (
+    "messages",
+    "reply_events",
+    "conversation_agents",
+    "conversation_analyses",
+    "conversation_topics",
+    "analysis_tasks",
+)
+
+# Rows of a statement (transition tables): the conversations they name must exist, and are
+# locked as a foreign key check locks them. An UPDATE checks only the conversations it
+# moves rows to. The lookup is by the primary key, whatever the planner thinks of a table
+# whose statistics predate the upload that fills it.
+CHECK_FUNCTION = """
+CREATE FUNCTION powerpulse_check_conversation_rows() RETURNS trigger
+LANGUAGE plpgsql AS $body$
+DECLARE
+    named bigint[];
+    locked bigint;
+    missing bigint;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(DISTINCT conversation_id) INTO named FROM new_rows;
+    ELSE
+        SELECT array_agg(conversation_id) INTO named
+        FROM (SELECT conversation_id FROM new_rows
+              EXCEPT SELECT conversation_id FROM old_rows) AS moved;
+    END IF;
+    IF named IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT count(*) INTO locked
+    FROM (SELECT 1 FROM conversations AS c WHERE c.id = ANY (named) FOR KEY SHARE OF c) AS l;
+    IF locked < cardinality(named) THEN
+        SELECT min(id) INTO missing FROM unnest(named) AS n(id)
+        WHERE NOT EXISTS (SELECT 1 FROM conversations AS c WHERE c.id = n.id);
+        RAISE EXCEPTION 'insert or update on table "%" names conversation %, which does not exist',
+                TG_TABLE_NAME, missing
+            USING ERRCODE = 'foreign_key_violation',
+                  TABLE = TG_TABLE_NAME;
+    END IF;
+    RETURN NULL;
+END
+$body$
+"""
+
+DELETES = "\n".join(
+    f"    DELETE FROM {table} WHERE conversation_id = ANY (gone);" for table in TABLES
+)
+DELETE_FUNCTION = f"""
+CREATE FUNCTION powerpulse_delete_conversation_rows() RETURNS trigger
+LANGUAGE plpgsql AS $body$
+DECLARE
+    gone bigint[];
+BEGIN
+    SELECT array_agg(id) INTO gone FROM old_rows;
+    IF gone IS NULL THEN
+        RETURN NULL;
+    END IF;
+{DELETES}
+    RETURN NULL;
+END
+$body$
+"""
+
+TRUNCATE_FUNCTION = f"""
+CREATE FUNCTION powerpulse_truncate_conversation_rows() RETURNS trigger
+LANGUAGE plpgsql AS $body$
+BEGIN
+    TRUNCATE {", ".join(TABLES)};
+    RETURN NULL;
+END
+$body$
+"""
+
+KEEP_ID_FUNCTION = """
+CREATE FUNCTION powerpulse_keep_conversation_id() RETURNS trigger
+LANGUAGE plpgsql AS $body$
+BEGIN
+    RAISE EXCEPTION 'the id of conversation % cannot change', OLD.id
+        USING ERRCODE = 'foreign_key_violation', TABLE = 'conversations';
+END
+$body$
+"""
+
+FUNCTIONS = (
+    "powerpulse_check_conversation_rows",
+    "powerpulse_delete_conversation_rows",
+    "powerpulse_truncate_conversation_rows",
+    "powerpulse_keep_conversation_id",
+)
+
+
+def _key_name(table: str) -> str:
+    return f"{table}_conversation_id_fkey"
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    for statement in (CHECK_FUNCTION, DELETE_FUNCTION, TRUNCATE_FUNCTION, KEEP_ID_FUNCTION):
+        op.execute(statement)
+    for table in TABLES:
+        op.drop_constraint(_key_name(table), table, type_="foreignkey")
+        op.execute(
+            f"CREATE TRIGGER {table}_conversation_insert AFTER INSERT ON {table}"
+            " REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT"
+            " EXECUTE FUNCTION powerpulse_check_conversation_rows()"
+        )
+        op.execute(
+            f"CREATE TRIGGER {table}_conversation_update AFTER UPDATE ON {table}"
+            " REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT"
+            " EXECUTE FUNCTION powerpulse_check_conversation_rows()"
+        )
+    op.execute(
+        "CREATE TRIGGER conversations_delete_rows AFTER DELETE ON conversations"
+        " REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT"
+        " EXECUTE FUNCTION powerpulse_delete_conversation_rows()"
+    )
+    op.execute(
+        "CREATE TRIGGER conversations_truncate_rows AFTER TRUNCATE ON conversations"
+        " FOR EACH STATEMENT EXECUTE FUNCTION powerpulse_truncate_conversation_rows()"
+    )
+    op.execute(
+        "CREATE TRIGGER conversations_keep_id BEFORE UPDATE OF id ON conversations"
+        " FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id)"
+        " EXECUTE FUNCTION powerpulse_keep_conversation_id()"
+    )
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    for name in (
+        "conversations_delete_rows",
+        "conversations_truncate_rows",
+        "conversations_keep_id",
+    ):
+        op.execute(f"DROP TRIGGER {name} ON conversations")
+    for table in TABLES:
+        op.execute(f"DROP TRIGGER {table}_conversation_insert ON {table}")
+        op.execute(f"DROP TRIGGER {table}_conversation_update ON {table}")
+        op.create_foreign_key(
+            _key_name(table),
+            table,
+            "conversations",
+            ["conversation_id"],
+            ["id"],
+            ondelete="CASCADE",
+        )
+    for name in FUNCTIONS:
+        op.execute(f"DROP FUNCTION {name}()")
