@@ -11,7 +11,9 @@ These triggers keep the same rules, checked per statement over the statement's r
   commits), and fails with foreign_key_violation (23503) if any does not exist.
 - Deleting conversations deletes their rows in the same statement (ON DELETE CASCADE), and
   so does deleting a tenant, whose own key deletes its conversations. TRUNCATE of
-  conversations empties the six tables as well.
+  conversations empties the six tables as well. Such a delete must run in a READ COMMITTED
+  transaction (PostgreSQL's default), where it sees rows committed while it waited for
+  their writer; in REPEATABLE READ or SERIALIZABLE it is refused.
 - A conversation's id never changes.
 
 SQLite keeps its foreign keys: it checks them with a lookup in its own process, a small
@@ -86,6 +88,13 @@ LANGUAGE plpgsql AS $body$
 DECLARE
     gone bigint[];
 BEGIN
+    -- A snapshot older than the statement would miss rows that a writer committed while
+    -- this delete waited for it (a key's cascade checks for them; this one cannot).
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'conversations can only be deleted in a READ COMMITTED transaction'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Delete them (or their tenant) without REPEATABLE READ or SERIALIZABLE.';
+    END IF;
     SELECT array_agg(id) INTO gone FROM old_rows;
     IF gone IS NULL THEN
         RETURN NULL;
