@@ -24,6 +24,7 @@ from powerpulse.migrate import (
     upgrade,
 )
 from powerpulse.models import Message
+from powerpulse.repositories.analyses import AnalysisRepository
 from powerpulse.repositories.messages import INSERT_COLUMNS, MessageRepository
 from powerpulse.settings import Settings
 
@@ -493,5 +494,76 @@ async def test_0005_downgrades_to_the_foreign_keys_and_back(database_url: str) -
         await upgrade(engine)
         assert await schema_differences(engine) == []
         assert await _counts(engine, south) == stored
+    finally:
+        await engine.dispose()
+
+
+async def test_postgres_stores_analyses_and_topics_in_a_statement_per_batch(
+    postgres_url: str,
+) -> None:
+    """The analysis worker's writes fire the conversation check once per statement, so
+    they must not be one statement per row (executemany): 50 analyses and their topics,
+    first stored then overwritten, run the check twice each time."""
+    engine = create_engine(Settings(database_url=postgres_url))
+    try:
+        await upgrade(engine)
+        (north,) = await _store_rows(engine, ("north",))
+        async with engine.begin() as connection:
+            ids = list(
+                (
+                    await connection.execute(
+                        text(
+                            "INSERT INTO conversations (tenant_id, chat_id, message_count,"
+                            " customer_message_count, agent_message_count, bot_message_count,"
+                            " first_message_at, last_message_at, duration_minutes, reply_count,"
+                            " contact_count, updated_at, data_version)"
+                            " SELECT :t, 'bulk' || n, 1, 1, 0, 0, :now, :now, 0, 0, 1, :now, 0"
+                            " FROM generate_series(1, 50) AS n RETURNING id"
+                        ),
+                        {"t": north, "now": NOW},
+                    )
+                ).scalars()
+            )
+        # The view also counts calls of earlier transactions that the backend has not yet
+        # reported, so count the difference inside one transaction.
+        calls_so_far = text(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions"
+            " WHERE funcname = 'powerpulse_check_conversation_rows'"
+        )
+        for status in ("PENDING", "DONE"):
+            async with engine.begin() as connection:
+                await connection.execute(text("SET LOCAL track_functions = 'all'"))
+                before = (await connection.execute(calls_so_far)).scalar_one()
+                await AnalysisRepository(connection).store(
+                    north,
+                    [{"conversation_id": cid, "status": status, "updated_at": NOW} for cid in ids],
+                    [
+                        (cid, topic, position)
+                        for cid in ids
+                        for position, topic in enumerate(("billing", "outage"))
+                    ],
+                    version=1,
+                )
+                calls = (await connection.execute(calls_so_far)).scalar_one() - before
+            assert calls == 2, (status, calls)  # the analyses, then the topics
+        async with engine.connect() as connection:
+            stored = (
+                await connection.execute(
+                    text(
+                        "SELECT count(*) FROM conversation_analyses"
+                        " WHERE status = 'DONE' AND conversation_id = ANY(:ids)"
+                    ),
+                    {"ids": ids},
+                )
+            ).scalar_one()
+            topics = (
+                await connection.execute(
+                    text(
+                        "SELECT count(*) FROM conversation_topics WHERE conversation_id = ANY(:ids)"
+                    ),
+                    {"ids": ids},
+                )
+            ).scalar_one()
+        assert (stored, topics) == (50, 100)
     finally:
         await engine.dispose()

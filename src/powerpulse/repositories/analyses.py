@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, delete, select, update
 
 from ..models import AnalysisStatus, ConversationAnalysis, ConversationTopic, utcnow
 from .base import Repository
@@ -164,19 +164,15 @@ class AnalysisRepository(Repository):
                 )
             )
         )
-        if topic_rows:
-            await self.connection.execute(
-                insert(topics),
-                [
-                    {
-                        "conversation_id": conversation_id,
-                        "topic": topic,
-                        "position": position,
-                        "tenant_id": tenant_id,
-                    }
-                    for conversation_id, topic, position in topic_rows
-                ],
-            )
+        # One statement (COPY on PostgreSQL), whose triggers then run once.
+        await self.bulk_insert(
+            topics,
+            ("conversation_id", "topic", "position", "tenant_id"),
+            [
+                (conversation_id, topic, position, tenant_id)
+                for conversation_id, topic, position in topic_rows
+            ],
+        )
 
     async def topics_for(
         self, tenant_id: int, conversation_ids: Sequence[int]

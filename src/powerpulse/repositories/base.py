@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Boolean, ColumnElement, String, any_, bindparam, select, type_coerce
@@ -44,6 +44,15 @@ def export_select(columns: Sequence[Any]) -> Any:
             for column in columns
         )
     )
+
+
+def _on_conflict(statement: Any, key: Sequence[str], update: Sequence[str]) -> Any:
+    if update:
+        return statement.on_conflict_do_update(
+            index_elements=list(key),
+            set_={column: statement.excluded[column] for column in update},
+        )
+    return statement.on_conflict_do_nothing(index_elements=list(key))
 
 
 class Repository:
@@ -136,19 +145,33 @@ class Repository:
         key: Sequence[str],
         update: Sequence[str],
     ) -> None:
-        """Insert rows, or overwrite `update` columns where `key` already exists."""
+        """Insert rows, or overwrite `update` columns where `key` already exists.
+
+        The result is that of upserting the rows one by one: with `update` the last row of
+        a key wins, without it the first. PostgreSQL gets a statement per 1,000 rows
+        (executemany would run one per row, and each would fire the statement triggers of
+        migration 0005 again); SQLite one executemany.
+        """
         if not rows:
             return
-        if self.is_postgres:
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        statement = insert(table)
-        if update:
-            statement = statement.on_conflict_do_update(
-                index_elements=list(key),
-                set_={column: statement.excluded[column] for column in update},
+        if not self.is_postgres:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            await self.connection.execute(
+                _on_conflict(sqlite_insert(table), key, update), list(rows)
             )
-        else:
-            statement = statement.on_conflict_do_nothing(index_elements=list(key))
-        await self.connection.execute(statement, list(rows))
+            return
+        from sqlalchemy.dialects.postgresql import insert
+
+        # One statement may not touch a row twice: keep one row per key.
+        by_key: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+        for row in rows:
+            row_key = tuple(row[column] for column in key)
+            if update or row_key not in by_key:
+                by_key[row_key] = row
+        # RETURNING makes SQLAlchemy send the rows as multi-row statements ("insertmanyvalues",
+        # pages of 1,000) from one cached statement.
+        statement = _on_conflict(insert(table), key, update).returning(
+            *(table.c[column] for column in key)
+        )
+        await self.connection.execute(statement, list(by_key.values()))
