@@ -59,7 +59,7 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
 # The rows that belong to a conversation. The models give each a conversation_id foreign
 # key, which SQLite enforces; on PostgreSQL migration 0005 replaced those keys with
-# statement triggers that keep the same rules (see the migration), named here.
+# triggers that keep the same rules (see the migration), named here.
 CONVERSATION_ROW_TABLES = (
     "messages",
     "reply_events",

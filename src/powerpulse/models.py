@@ -85,9 +85,10 @@ def _conversation_tenant_column() -> Any:
 def _conversation_column() -> Any:
     """The conversation a row belongs to, deleted with it.
 
-    SQLite enforces the foreign key itself. On PostgreSQL, statement triggers of migration
-    0005 enforce the same rules in its place (migrate.POSTGRES_TRIGGERS): a key is checked
-    row by row there, and that was most of the server's work in storing an upload.
+    SQLite enforces the foreign key itself. On PostgreSQL, triggers of migration 0005
+    enforce the same rules in its place, once per statement (migrate.POSTGRES_TRIGGERS): a
+    key is checked row by row there, and that was most of the server's work in storing an
+    upload.
     """
     return Field(
         sa_column=Column(
