@@ -43,10 +43,20 @@ TABLES = (
     "analysis_tasks",
 )
 
+
+def _raise_missing(conversation_id: str) -> str:
+    """The error a foreign key raises, naming the missing conversation."""
+    return (
+        '        RAISE EXCEPTION \'insert or update on table "%" names conversation %,'
+        f" which does not exist', TG_TABLE_NAME, {conversation_id}\n"
+        "            USING ERRCODE = 'foreign_key_violation', TABLE = TG_TABLE_NAME;"
+    )
+
+
 # The rows a statement stored (a transition table): the conversations they name must exist,
 # and are locked as a foreign key check locks them. The lookup is by the primary key,
 # whatever the planner thinks of a table whose statistics predate the upload that fills it.
-CHECK_FUNCTION = """
+CHECK_FUNCTION = f"""
 CREATE FUNCTION powerpulse_check_conversation_rows() RETURNS trigger
 LANGUAGE plpgsql AS $body$
 DECLARE
@@ -63,10 +73,7 @@ BEGIN
     IF locked < cardinality(named) THEN
         SELECT min(id) INTO missing FROM unnest(named) AS n(id)
         WHERE NOT EXISTS (SELECT 1 FROM conversations AS c WHERE c.id = n.id);
-        RAISE EXCEPTION 'insert or update on table "%" names conversation %, which does not exist',
-                TG_TABLE_NAME, missing
-            USING ERRCODE = 'foreign_key_violation',
-                  TABLE = TG_TABLE_NAME;
+{_raise_missing("missing")}
     END IF;
     RETURN NULL;
 END
@@ -75,16 +82,13 @@ $body$
 
 # A row moved to another conversation (never done by PowerPulse): checked on its own, so an
 # UPDATE that leaves conversation_id alone, as every one of PowerPulse's does, costs nothing.
-CHECK_MOVED_FUNCTION = """
+CHECK_MOVED_FUNCTION = f"""
 CREATE FUNCTION powerpulse_check_moved_row() RETURNS trigger
 LANGUAGE plpgsql AS $body$
 BEGIN
     PERFORM 1 FROM conversations AS c WHERE c.id = NEW.conversation_id FOR KEY SHARE OF c;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'insert or update on table "%" names conversation %, which does not exist',
-                TG_TABLE_NAME, NEW.conversation_id
-            USING ERRCODE = 'foreign_key_violation',
-                  TABLE = TG_TABLE_NAME;
+{_raise_missing("NEW.conversation_id")}
     END IF;
     RETURN NULL;
 END
