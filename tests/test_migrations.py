@@ -287,8 +287,8 @@ def _assert_names_a_missing_conversation(error: BaseException, dialect: str) -> 
 
 async def test_rows_of_a_conversation_must_name_one_that_exists(database_url: str) -> None:
     """At head both engines refuse the same writes: SQLite by its foreign keys, PostgreSQL by
-    the statement triggers of 0005. A refused statement stores nothing, and the rows already
-    stored stay as they were."""
+    the triggers of 0005. A refused statement stores nothing, and the rows already stored
+    stay as they were."""
     engine = create_engine(Settings(database_url=database_url))
     dialect = engine.dialect.name
     try:
