@@ -15,6 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
+from . import models  # noqa: F401  (registers the tables CONVERSATION_ROW_TABLES reads)
 from .errors import ConfigurationError
 
 logger = logging.getLogger("powerpulse.migrate")
@@ -57,16 +58,14 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         )
 
 
-# The rows that belong to a conversation. The models give each a conversation_id foreign
-# key, which SQLite enforces; on PostgreSQL migration 0005 replaced those keys with
-# triggers that keep the same rules (see the migration), named here.
-CONVERSATION_ROW_TABLES = (
-    "messages",
-    "reply_events",
-    "conversation_agents",
-    "conversation_analyses",
-    "conversation_topics",
-    "analysis_tasks",
+# The rows that belong to a conversation: every table with a key to conversations. The
+# models give each a conversation_id foreign key, which SQLite enforces; on PostgreSQL
+# migration 0005 replaced those keys with triggers that keep the same rules (see the
+# migration), named here.
+CONVERSATION_ROW_TABLES = tuple(
+    table.name
+    for table in SQLModel.metadata.sorted_tables
+    if any(key.column.table.name == "conversations" for key in table.foreign_keys)
 )
 POSTGRES_TRIGGERS = frozenset(
     [
@@ -83,15 +82,14 @@ POSTGRES_TRIGGERS = frozenset(
 
 
 def schema_filter(dialect: str) -> Any:
-    """Alembic's include_object for a dialect: on PostgreSQL the conversation keys of
-    CONVERSATION_ROW_TABLES are not expected in the database (their triggers are)."""
+    """Alembic's include_object for a dialect: on PostgreSQL the models' keys to
+    conversations are not expected in the database (their triggers are)."""
 
     def include(item: Any, name: str | None, kind: str, reflected: bool, compare_to: Any) -> bool:
         return not (
             dialect == "postgresql"
             and kind == "foreign_key_constraint"
             and not reflected
-            and item.table.name in CONVERSATION_ROW_TABLES
             and item.referred_table.name == "conversations"
         )
 
