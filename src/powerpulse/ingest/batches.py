@@ -98,7 +98,11 @@ class ThreadSource(BatchSource):
 
     def _next(self) -> list[PackedChat]:
         options = self._options
-        return pack_batch(self._reader.next_batch(options.batch_chats), options.timestamp)
+        return pack_batch(
+            self._reader.next_batch(options.batch_chats),
+            options.timestamp,
+            copy=options.copy_rows,
+        )
 
     async def _read(self) -> list[PackedChat]:
         return await asyncio.to_thread(self._next)

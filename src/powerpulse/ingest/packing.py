@@ -4,7 +4,8 @@ A packed chat holds only tuples of plain values, with timestamps already in the 
 form of the database being written (SQLite: text; PostgreSQL: datetimes): storing it is a
 bulk insert with no per-message conversion, and when the upload is parsed in a process of
 its own, it crosses the process boundary cheaply (plain strings and numbers unpickle
-several times faster than datetimes and objects).
+several times faster than datetimes and objects). For PostgreSQL the messages themselves
+go further: each is already in the binary COPY form the server reads (ingest.pgcopy).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from ..services.conversation_metrics import ConversationMeasurements
+from .pgcopy import decode_message, encode_message
 from .reader import ParsedChat
 from .records import STORED_FIELDS_START, NormalisedMessage
 
@@ -32,25 +34,41 @@ class PackedChat(NamedTuple):
     """One chat array of the upload, ready to store.
 
     `rows` are the messages' stored columns after conversation_id (MessageRepository's
-    INSERT_COLUMNS order), in file order. `measurement` is None when nothing of the chat
+    INSERT_COLUMNS order), in file order: tuples, or, packed for PostgreSQL's COPY,
+    bytes (`row_values` reads either). `measurement` is None when nothing of the chat
     is valid; otherwise its values follow ConversationRepository's MEASUREMENT_COLUMNS up
     to, not including, updated_at (which the store stamps). `agents` are (agent, message
     count) and `replies` follow REPLY_EVENT_COLUMNS.
     """
 
     chat_id: str
-    rows: list[tuple[Any, ...]]
+    rows: list[Any]
     measurement: tuple[Any, ...] | None
     agents: list[tuple[str, int]]
     replies: list[tuple[Any, ...]]
 
 
+def row_values(row: Any) -> tuple[Any, ...]:
+    """A packed message's stored columns as a tuple, whichever form it was packed in."""
+    if isinstance(row, bytes):
+        return decode_message(row)
+    return row  # type: ignore[no-any-return]
+
+
 def pack_rows(
-    messages: Sequence[NormalisedMessage], timestamp: TimestampForm
-) -> tuple[list[tuple[Any, ...]], Callable[[datetime], Any]]:
+    messages: Sequence[NormalisedMessage], timestamp: TimestampForm, *, copy: bool = False
+) -> tuple[list[Any], Callable[[datetime], Any]]:
     """The messages' stored columns, and the conversion of any of their times to storage
     form: every time a measurement holds is one of its chat's messages' times, so each is
-    converted once (a chat has about as many reply events as customer messages)."""
+    converted once (a chat has about as many reply events as customer messages).
+
+    `copy` packs each message as PostgreSQL's binary COPY reads it (ingest.pgcopy); it
+    keeps timestamps as datetimes, so `timestamp` must be None.
+    """
+    if copy:
+        if timestamp is not None:
+            raise ValueError("COPY-packed rows keep timestamps as datetimes")
+        return [encode_message(message[STORED_FIELDS_START:]) for message in messages], _same
     if timestamp is None:
         return [message[STORED_FIELDS_START:] for message in messages], _same
     times = [m[7] for m in messages]
@@ -65,7 +83,7 @@ def pack_rows(
 
 def pack_measured(
     chat_id: str,
-    rows: list[tuple[Any, ...]],
+    rows: list[Any],
     platform: str | None,
     measured: ConversationMeasurements,
     timestamp: TimestampForm,
@@ -98,10 +116,12 @@ def pack_measured(
     )
 
 
-def pack_batch(batch: list[ParsedChat], timestamp: TimestampForm) -> list[PackedChat]:
+def pack_batch(
+    batch: list[ParsedChat], timestamp: TimestampForm, *, copy: bool = False
+) -> list[PackedChat]:
     packed: list[PackedChat] = []
     for chat in batch:
-        rows, convert = pack_rows(chat.messages, timestamp)
+        rows, convert = pack_rows(chat.messages, timestamp, copy=copy)
         if chat.measured is None:
             packed.append(PackedChat(chat.chat_id, rows, None, [], []))
             continue

@@ -94,7 +94,11 @@ def run(
 
     try:
         while True:
-            batch = pack_batch(reader.next_batch(options.batch_chats), options.timestamp)
+            batch = pack_batch(
+                reader.next_batch(options.batch_chats),
+                options.timestamp,
+                copy=options.copy_rows,
+            )
             send("batch", batch, not batch)
             if not batch:
                 return

@@ -86,6 +86,8 @@ class ReadOptions:
     batch_chats: int
     # A UTC datetime in the database's storage form (powerpulse.kinds.storage_timestamps).
     timestamp: Callable[[datetime], Any] | None
+    # Messages packed in PostgreSQL's binary COPY form (ingest.pgcopy; needs timestamp None).
+    copy_rows: bool = False
 
     def reader(self, stream: IO[bytes], report: UploadReport) -> ChatReader:
         return ChatReader(

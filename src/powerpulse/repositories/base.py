@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Boolean, ColumnElement, String, any_, bindparam, select, type_coerce
@@ -55,6 +55,10 @@ def _on_conflict(statement: Any, key: Sequence[str], update: Sequence[str]) -> A
     return statement.on_conflict_do_nothing(index_elements=list(key))
 
 
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
 class Repository:
     def __init__(self, connection: AsyncConnection) -> None:
         self.connection = connection
@@ -96,6 +100,15 @@ class Repository:
                 converted.append(values)
             rows = converted
         await driver.executemany(statement, rows)
+
+    async def copy_binary(self, table: Any, columns: Sequence[str], data: bytes) -> None:
+        """PostgreSQL only: COPY rows already in binary COPY form (header to trailer) into
+        `columns` of `table`, inside this transaction."""
+        raw = await self.connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        await driver.copy_to_table(
+            table.name, source=_once(data), columns=list(columns), format="binary"
+        )
 
     @staticmethod
     def owned_by(column: Any, tenant_id: int) -> ColumnElement[bool]:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import literal, select, union_all
 
 from ..errors import BadUserInput
+from ..ingest.pgcopy import copy_data, encode_message
 from ..models import Message
 from .base import Repository, cell_kind, export_select
 from .keyset import Ordering, SortKey
@@ -91,8 +92,23 @@ class MessageRepository(Repository):
         file order).
 
         Each chat is (conversation_id, rows); rows hold the INSERT_COLUMNS after
-        conversation_id, timestamps in storage form (kinds.storage_timestamps).
+        conversation_id, timestamps in storage form (kinds.storage_timestamps). On
+        PostgreSQL a row may also be packed for COPY already (ingest.pgcopy), as an upload
+        packs them: the rows then go to the server as they are.
         """
+        if self.is_postgres:
+            data = copy_data(
+                tenant_id,
+                (
+                    (
+                        conversation_id,
+                        [row if isinstance(row, bytes) else encode_message(row) for row in rows],
+                    )
+                    for conversation_id, rows in chats
+                ),
+            )
+            await self.copy_binary(messages, ("tenant_id", *INSERT_COLUMNS), data)
+            return
         await self.bulk_insert(
             messages,
             ("tenant_id", *INSERT_COLUMNS),

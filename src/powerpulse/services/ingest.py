@@ -21,6 +21,7 @@ from ..ingest.packing import (
     PackedChat,
     TimestampForm,
     pack_measured,
+    row_values,
 )
 from ..ingest.reader import ReadOptions, UploadReport
 from ..kinds import from_storage_timestamp, storage_timestamps
@@ -86,7 +87,8 @@ class IngestService:
         fingerprint = self._fingerprint_for(tenant)
         session_gap = timedelta(hours=tenant.session_gap_hours)
         settings = self._settings
-        timestamp = storage_timestamps(self._database.engine.dialect.name)
+        dialect = self._database.engine.dialect.name
+        timestamp = storage_timestamps(dialect)
         options = ReadOptions(
             max_message_chars=settings.max_message_chars,
             max_reported_errors=settings.max_reported_errors,
@@ -94,6 +96,8 @@ class IngestService:
             session_gap=session_gap,
             batch_chats=settings.ingest_batch_chats,
             timestamp=timestamp,
+            # PostgreSQL stores messages by binary COPY: the reader packs them that way.
+            copy_rows=dialect == "postgresql",
         )
         # The next batch is read while the current one is stored.
         source = await open_source(
@@ -336,22 +340,23 @@ class _BatchStore:
         in file order (a repeated chat key's arrays one after the other).
         """
         seen = set(stored.keys) if stored else set()
-        fresh: list[tuple[Any, ...]] = []
+        fresh: list[tuple[Any, tuple[Any, ...]]] = []  # (as packed, values)
         platform: str | None = None
         for part in parts:
             if platform is None and part.measurement is not None:
                 platform = part.measurement[0]
-            for row in part.rows:
+            for packed in part.rows:
+                row = row_values(packed)
                 key = row[ROW_KEY]
                 if key in seen:
                     self.report.duplicates_skipped += 1
                     continue
                 seen.add(key)
-                fresh.append(row)
+                fresh.append((packed, row))
         if not fresh:
             return None
         timeline: list[tuple[tuple[Any, ...], Any]] = list(stored.timeline if stored else [])
-        for position, row in enumerate(fresh):
+        for position, (_, row) in enumerate(fresh):
             sent_at = from_storage_timestamp(row[ROW_SENT_AT])
             message = StoredMessage(
                 row[ROW_SENDER], sent_at, row[ROW_AGENT_USERNAME] or row[ROW_AGENT_EMAIL]
@@ -361,7 +366,8 @@ class _BatchStore:
         measured = measure_conversation(
             [message for _, message in timeline], session_gap=self.session_gap
         )
-        return pack_measured(chat_id, fresh, platform, measured, self.timestamp), measured
+        rows = [packed for packed, _ in fresh]
+        return pack_measured(chat_id, rows, platform, measured, self.timestamp), measured
 
 
 @dataclass(slots=True)
