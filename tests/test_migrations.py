@@ -15,6 +15,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from powerpulse.db import create_engine
 from powerpulse.errors import ConfigurationError
+from powerpulse.ingest.pgcopy import encode_message
+from powerpulse.kinds import sqlite_timestamp
 from powerpulse.migrate import (
     alembic_config,
     head_revision,
@@ -341,6 +343,24 @@ async def test_rows_of_a_conversation_must_name_one_that_exists(database_url: st
                     Message.__table__,  # type: ignore[attr-defined]
                     ("tenant_id", *INSERT_COLUMNS),
                     rows,
+                )
+        _assert_names_a_missing_conversation(bulk.value, dialect)
+        # As an upload stores messages (binary COPY of packed rows on PostgreSQL).
+        with pytest.raises((sqlite3.IntegrityError, asyncpg.ForeignKeyViolationError)) as bulk:
+            async with engine.begin() as connection:
+                await MessageRepository(connection).insert_chats(
+                    north,
+                    [
+                        (
+                            row[1],
+                            [
+                                encode_message(row[2:])
+                                if dialect == "postgresql"
+                                else (*row[2:6], sqlite_timestamp(row[6]), *row[7:])
+                            ],
+                        )
+                        for row in rows
+                    ],
                 )
         _assert_names_a_missing_conversation(bulk.value, dialect)
         assert await _counts(engine, north) == stored

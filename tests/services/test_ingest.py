@@ -763,3 +763,54 @@ async def test_date_filter_uses_the_configured_timezone(make_env: Callable[..., 
     assert await chats_between(env, aug(12), aug(12)) == {"late-11th", "start-12th"}
     assert await chats_between(env, aug(14), aug(14)) == {"night-13th", "start-14th"}
     assert await chats_between(env, None, aug(11)) == set()
+
+
+async def test_stored_messages_keep_every_value_of_the_file(env: Env) -> None:
+    """Text in any script, with tabs, newlines and backslashes, microseconds and times long
+    before 2000 reach the database unchanged: when first stored, and when a chat is
+    re-measured (on PostgreSQL its rows are then read back from the COPY form they were
+    packed in)."""
+    early = datetime(1970, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC)
+    text = "Habari 👋 — token haijafika ✓ 你好\ttab\nnewline \\ backslash"
+    first = [
+        customer(iso(early), text, UNIQUE_POST_ID="post-ü-1"),
+        agent(
+            iso(early + timedelta(minutes=2)),
+            "Karibu 😊",
+            name="Zoë",
+            AGENT_EMAIL="zoë@example.com",
+        ),
+    ]
+    later = [customer(at(0), "tena 🙏")]
+    expected = [
+        ("CUSTOMER", text, early, "post-ü-1", None, None),
+        ("AGENT", "Karibu 😊", early + timedelta(minutes=2), None, "Zoë", "zoë@example.com"),
+        ("CUSTOMER", "tena 🙏", T0, None, None, None),
+    ]
+
+    async def stored() -> list[tuple[Any, ...]]:
+        return [
+            (
+                row["sender"],
+                row["content"],
+                row["sent_at"],
+                row["external_id"],
+                row["agent_username"],
+                row["agent_email"],
+            )
+            for row in await env.messages("chat-ü")
+        ]
+
+    # The chat's key repeats within the file: its two arrays are measured together.
+    report = await env.ingest(export_pairs([("chat-ü", first), ("chat-ü", later)]))
+    assert report.messages_stored == 3
+    assert await stored() == expected
+    # Again, with one message more: the stored ones are recognised, the new one is added.
+    report = await env.ingest(export_pairs([("chat-ü", [*first, *later, customer(at(5), "sawa")])]))
+    assert (report.messages_stored, report.duplicates_skipped) == (1, 3)
+    assert await stored() == [
+        *expected,
+        ("CUSTOMER", "sawa", T0 + timedelta(minutes=5), None, None, None),
+    ]
+    conversation = await env.conversation("chat-ü")
+    assert (conversation["message_count"], conversation["first_message_at"]) == (4, early)

@@ -1,0 +1,157 @@
+"""Messages packed in PostgreSQL's binary COPY form: what is encoded is what is stored."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from powerpulse.db import Database, create_engine, create_schema
+from powerpulse.ingest import pgcopy
+from powerpulse.ingest.batches import open_source
+from powerpulse.ingest.packing import pack_batch, pack_rows, row_values
+from powerpulse.ingest.reader import ReadOptions, UploadReport
+from powerpulse.kinds import SenderKind
+from powerpulse.models import Message
+from powerpulse.repositories.conversations import ConversationRepository
+from powerpulse.repositories.messages import INSERT_COLUMNS, MessageRepository
+from powerpulse.repositories.tenants import TenantRepository
+from powerpulse.settings import Settings
+from powerpulse.synthetic import write_export
+
+EARLY = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC)  # before PostgreSQL's epoch
+LATE = datetime(2099, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+FIELDS: list[tuple[Any, ...]] = [
+    (
+        "p:1",
+        "1",
+        SenderKind.CUSTOMER,
+        "Habari 👋 — token haijafika ✓ 你好",
+        EARLY,
+        None,
+        None,
+        None,
+        None,
+    ),
+    ("h:2", None, SenderKind.AGENT, "", LATE, "Zoë", "zoe@example.com", "message", "fb_chat"),
+    ("h:3", "", SenderKind.BOT, None, datetime(2000, 1, 1, tzinfo=UTC), "", "", "", ""),
+    (
+        "p:" + "k" * 253,
+        "x" * 255,
+        SenderKind.CUSTOMER,
+        "a\tb\nc\\d\r" * 500,
+        LATE,
+        None,
+        None,
+        None,
+        None,
+    ),
+]
+
+
+def read_options(*, copy_rows: bool) -> ReadOptions:
+    return ReadOptions(
+        max_message_chars=4000,
+        max_reported_errors=5,
+        autoresponse_patterns=("is away",),
+        session_gap=timedelta(hours=24),
+        batch_chats=50,
+        timestamp=None,
+        copy_rows=copy_rows,
+    )
+
+
+@pytest.mark.parametrize("fields", FIELDS)
+def test_a_message_decodes_to_the_fields_it_was_encoded_from(fields: tuple[Any, ...]) -> None:
+    packed = pgcopy.encode_message(fields)
+    decoded = pgcopy.decode_message(packed)
+    assert decoded == fields
+    # Empty text and NULL are different values, and both survive.
+    assert [value is None for value in decoded] == [value is None for value in fields]
+    assert isinstance(decoded[2], SenderKind)
+    assert row_values(packed) == fields
+    assert row_values(fields) is fields
+
+
+def test_a_packed_message_with_bytes_left_over_is_refused() -> None:
+    packed = pgcopy.encode_message(FIELDS[0])
+    with pytest.raises(ValueError, match="after its last field"):
+        pgcopy.decode_message(packed + b"\x00")
+
+
+def test_copy_packing_keeps_timestamps_as_datetimes() -> None:
+    with pytest.raises(ValueError, match="datetimes"):
+        pack_rows([], str, copy=True)
+
+
+def synthetic_export(messages: int) -> bytes:
+    export = io.BytesIO()
+    write_export(export, messages=messages, seed=5)
+    return export.getvalue()
+
+
+def test_copy_packed_batches_hold_the_same_rows_as_tuple_packed_ones() -> None:
+    data = synthetic_export(3000)
+    plain = read_options(copy_rows=False).reader(io.BytesIO(data), UploadReport())
+    packed = read_options(copy_rows=True).reader(io.BytesIO(data), UploadReport())
+    batches = 0
+    while tuples := pack_batch(plain.next_batch(50), None):
+        copied = pack_batch(packed.next_batch(50), None, copy=True)
+        batches += 1
+        for chat, twin in zip(tuples, copied, strict=True):
+            assert all(isinstance(row, bytes) for row in twin.rows)
+            assert [row_values(row) for row in twin.rows] == chat.rows
+            # Everything but the messages is packed as before.
+            assert twin._replace(rows=chat.rows) == chat
+    assert batches > 2
+    assert packed.next_batch(50) == []
+
+
+async def test_the_parsing_process_packs_for_copy_when_asked() -> None:
+    data = synthetic_export(800)
+    options = read_options(copy_rows=True)
+    batches = {}
+    for name, minimum in (("process", 0), ("thread", None)):
+        source = await open_source(
+            io.BytesIO(data), options, UploadReport(), process_min_bytes=minimum
+        )
+        batches[name] = [batch async for batch in source]
+        await source.aclose()
+    assert batches["process"] == batches["thread"]
+    rows = [row for batch in batches["process"] for chat in batch for row in chat.rows]
+    assert len(rows) > 500 and all(isinstance(row, bytes) for row in rows)
+
+
+async def test_postgres_stores_packed_and_tuple_rows_as_given(postgres_url: str) -> None:
+    database = Database(create_engine(Settings(database_url=postgres_url)))
+    try:
+        await create_schema(database.engine)
+        async with database.write() as connection:
+            tenant_id = await TenantRepository(connection).create("acme")
+            conversations = ConversationRepository(connection)
+            measurement = ("web", 1, 1, 0, 0, EARLY, LATE, 1.0, None, None, None, 0, 1, LATE)
+            ids = await conversations.insert_many(
+                tenant_id, [("a", *measurement), ("b", *measurement)], version=1
+            )
+            await MessageRepository(connection).insert_chats(
+                tenant_id,
+                [
+                    # As an upload packs them, and as tuples (re-measured chats, other callers).
+                    (ids["a"], [pgcopy.encode_message(fields) for fields in FIELDS]),
+                    (ids["b"], []),
+                    (ids["b"], FIELDS[:2]),
+                ],
+            )
+        table = Message.__table__  # type: ignore[attr-defined]
+        columns = [table.c[name] for name in ("tenant_id", *INSERT_COLUMNS)]
+        async with database.read() as connection:
+            stored = (await connection.execute(select(*columns).order_by(table.c.id))).all()
+    finally:
+        await database.dispose()
+    expected = [(tenant_id, ids["a"], *fields) for fields in FIELDS] + [
+        (tenant_id, ids["b"], *fields) for fields in FIELDS[:2]
+    ]
+    assert [tuple(row) for row in stored] == expected
