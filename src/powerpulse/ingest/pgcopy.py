@@ -48,21 +48,39 @@ def _text(value: str | None) -> bytes:
     return _LENGTH.pack(len(data)) + data
 
 
+class _Repeated(dict[Any, bytes]):
+    """Encoded values of the fields whose values repeat from message to message (sender,
+    agent, message type, channel): looked up instead of encoded again. Bounded, so a file
+    of ever-new agent names only stops adding to it."""
+
+    LIMIT = 4096
+
+    def __missing__(self, value: str | None) -> bytes:
+        data = _text(value)
+        if len(self) < self.LIMIT:
+            self[value] = data
+        return data
+
+
+_REPEATED = _Repeated()
+
+
 def encode_message(fields: Sequence[Any]) -> bytes:
     """A message's stored fields (message_key, external_id, sender, content, sent_at as an
     aware datetime, agent_username, agent_email, message_type, via), COPY-encoded."""
     key, external_id, sender, content, sent_at, username, email, kind, via = fields
+    repeated = _REPEATED
     return b"".join(
         (
             _text(key),
             _text(external_id),
-            _text(sender),
+            repeated[sender],
             _text(content),
             _TIMESTAMP.pack(8, (sent_at - POSTGRES_EPOCH) // _MICROSECOND),
-            _text(username),
-            _text(email),
-            _text(kind),
-            _text(via),
+            repeated[username],
+            repeated[email],
+            repeated[kind],
+            repeated[via],
         )
     )
 
