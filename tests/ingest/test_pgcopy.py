@@ -12,7 +12,7 @@ from sqlalchemy import select
 from powerpulse.db import Database, create_engine, create_schema
 from powerpulse.ingest import pgcopy
 from powerpulse.ingest.batches import open_source
-from powerpulse.ingest.packing import pack_batch, pack_rows, row_values
+from powerpulse.ingest.packing import pack_batch, pack_rows, row_key, row_values
 from powerpulse.ingest.reader import ReadOptions, UploadReport
 from powerpulse.kinds import SenderKind
 from powerpulse.models import Message
@@ -74,6 +74,8 @@ def test_a_message_decodes_to_the_fields_it_was_encoded_from(fields: tuple[Any, 
     assert isinstance(decoded[2], SenderKind)
     assert row_values(packed) == fields
     assert row_values(fields) is fields
+    # The key alone, as the store checks for messages it has already.
+    assert pgcopy.message_key(packed) == row_key(packed) == row_key(fields) == fields[0]
 
 
 def test_a_packed_message_with_bytes_left_over_is_refused() -> None:

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from ..services.conversation_metrics import ConversationMeasurements
-from .pgcopy import decode_message, encode_message
+from .pgcopy import decode_message, encode_message, message_key
 from .reader import ParsedChat
 from .records import STORED_FIELDS_START, NormalisedMessage
 
@@ -35,7 +35,7 @@ class PackedChat(NamedTuple):
 
     `rows` are the messages' stored columns after conversation_id (MessageRepository's
     INSERT_COLUMNS order), in file order: tuples, or, packed for PostgreSQL's COPY,
-    bytes (`row_values` reads either). `measurement` is None when nothing of the chat
+    bytes (`row_values` and `row_key` read either). `measurement` is None when nothing of the chat
     is valid; otherwise its values follow ConversationRepository's MEASUREMENT_COLUMNS up
     to, not including, updated_at (which the store stamps). `agents` are (agent, message
     count) and `replies` follow REPLY_EVENT_COLUMNS.
@@ -53,6 +53,13 @@ def row_values(row: Any) -> tuple[Any, ...]:
     if isinstance(row, bytes):
         return decode_message(row)
     return row  # type: ignore[no-any-return]
+
+
+def row_key(row: Any) -> str:
+    """A packed message's key, whichever form it was packed in."""
+    if isinstance(row, bytes):
+        return message_key(row)
+    return row[ROW_KEY]  # type: ignore[no-any-return]
 
 
 def pack_rows(

@@ -35,10 +35,10 @@ _TIMESTAMP = struct.Struct(">iq")
 _NULL = _LENGTH.pack(-1)
 # A row's field count, then tenant_id and conversation_id (bigint: 8 bytes each).
 _ROW_START = struct.Struct(">hiqiq")
-# The fields of a packed message, and the one that is a timestamp (the others are text).
+# The fields of a packed message; where its sender and its time are (the rest is text).
 MESSAGE_FIELDS = 9
-_SENT_AT = 4
 _SENDER = 2
+_SENT_AT = 4
 
 
 def _text(value: str | None) -> bytes:
@@ -109,9 +109,15 @@ def decode_message(data: bytes) -> tuple[Any, ...]:
     return tuple(fields)
 
 
+def message_key(data: bytes) -> str:
+    """A packed message's key (its first field, never NULL), without decoding the rest."""
+    (length,) = _LENGTH.unpack_from(data, 0)
+    return data[4 : 4 + length].decode()
+
+
 def copy_data(tenant_id: int, chats: Iterable[tuple[int, Sequence[bytes]]]) -> bytes:
     """Binary COPY data for the messages table's columns ("tenant_id", *INSERT_COLUMNS):
-    each chat is (conversation_id, packed messages)."""
+    each chat is (conversation_id, packed messages). Empty chats add nothing."""
     parts = [COPY_HEADER]
     for conversation_id, rows in chats:
         if rows:

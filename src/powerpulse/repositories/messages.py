@@ -97,6 +97,8 @@ class MessageRepository(Repository):
         packs them: the rows then go to the server as they are.
         """
         if self.is_postgres:
+            if not any(rows for _, rows in chats):
+                return
             data = copy_data(
                 tenant_id,
                 (

@@ -15,12 +15,12 @@ from ..ingest.batches import open_source
 from ..ingest.packing import (
     ROW_AGENT_EMAIL,
     ROW_AGENT_USERNAME,
-    ROW_KEY,
     ROW_SENDER,
     ROW_SENT_AT,
     PackedChat,
     TimestampForm,
     pack_measured,
+    row_key,
     row_values,
 )
 from ..ingest.reader import ReadOptions, UploadReport
@@ -340,23 +340,23 @@ class _BatchStore:
         in file order (a repeated chat key's arrays one after the other).
         """
         seen = set(stored.keys) if stored else set()
-        fresh: list[tuple[Any, tuple[Any, ...]]] = []  # (as packed, values)
+        fresh: list[Any] = []  # as packed
         platform: str | None = None
         for part in parts:
             if platform is None and part.measurement is not None:
                 platform = part.measurement[0]
             for packed in part.rows:
-                row = row_values(packed)
-                key = row[ROW_KEY]
+                key = row_key(packed)
                 if key in seen:
                     self.report.duplicates_skipped += 1
                     continue
                 seen.add(key)
-                fresh.append((packed, row))
+                fresh.append(packed)
         if not fresh:
             return None
         timeline: list[tuple[tuple[Any, ...], Any]] = list(stored.timeline if stored else [])
-        for position, (_, row) in enumerate(fresh):
+        for position, packed in enumerate(fresh):
+            row = row_values(packed)
             sent_at = from_storage_timestamp(row[ROW_SENT_AT])
             message = StoredMessage(
                 row[ROW_SENDER], sent_at, row[ROW_AGENT_USERNAME] or row[ROW_AGENT_EMAIL]
@@ -366,8 +366,7 @@ class _BatchStore:
         measured = measure_conversation(
             [message for _, message in timeline], session_gap=self.session_gap
         )
-        rows = [packed for packed, _ in fresh]
-        return pack_measured(chat_id, rows, platform, measured, self.timestamp), measured
+        return pack_measured(chat_id, fresh, platform, measured, self.timestamp), measured
 
 
 @dataclass(slots=True)
