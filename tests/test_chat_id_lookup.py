@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from powerpulse.db import Database, create_engine, create_schema
 from powerpulse.kinds import storage_timestamps
 from powerpulse.repositories.conversations import ConversationRepository
+from powerpulse.repositories.messages import MessageRepository
 from powerpulse.repositories.tenants import TenantRepository
 from powerpulse.settings import Settings
 
@@ -98,3 +99,35 @@ async def test_a_first_upload_looks_its_chats_up_by_key_on_postgresql(postgres: 
             assert found == {chat_id: stored[chat_id] for chat_id in asked if chat_id in stored}
             assert len(found) == 50
             assert read <= len(asked), f"read {read} index entries for {len(asked)} chat ids"
+
+
+async def test_a_reupload_reads_only_its_chats_stored_messages_on_postgresql(
+    postgres: Database,
+) -> None:
+    """Re-measuring chats already stored reads their messages. Right after a big upload the
+    messages table has no statistics; the read must still go by conversation, not through
+    every message of the tenant."""
+    async with postgres.write() as connection:
+        tenant_id = await TenantRepository(connection).create("acme")
+    async with postgres.write(bulk=True) as connection:
+        stored = await _store(connection, tenant_id, [f"chat-{n}" for n in range(3000)])
+        rows = [
+            (f"p:{n}-{m}", None, "CUSTOMER", "hi", T0, None, None, None, None)
+            for n in range(3000)
+            for m in range(3)
+        ]
+        await MessageRepository(connection).insert_chats(
+            tenant_id,
+            [(stored[f"chat-{n}"], rows[n * 3 : n * 3 + 3]) for n in range(3000)],
+        )
+    async with postgres.write(bulk=True) as connection:
+        messages = MessageRepository(connection)
+        asked = [stored[f"chat-{n}"] for n in range(0, 3000, 60)]
+        for _ in range(8):
+            before = await _index_rows_read(connection, "messages")
+            facts = await messages.facts_for(tenant_id, asked)
+            read = await _index_rows_read(connection, "messages") - before
+
+            assert sorted({row["conversation_id"] for row in facts}) == sorted(asked)
+            assert len(facts) == 3 * len(asked)
+            assert read <= 3 * len(asked), f"read {read} index entries for {len(facts)} messages"

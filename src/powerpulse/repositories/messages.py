@@ -49,12 +49,21 @@ class MessageRepository(Repository):
     async def facts_for(
         self, tenant_id: int, conversation_ids: Sequence[int]
     ) -> list[Mapping[str, Any]]:
-        """What metric computation needs of the stored messages, in time order per chat."""
+        """What metric computation needs of the stored messages, in time order per chat.
+
+        The tenant is checked by `owned_by`: asked as `tenant_id = ?`, PostgreSQL without
+        statistics on a table just filled (a re-upload soon after the first) read every
+        message of the tenant through the identity index and filtered by conversation,
+        0.3–0.4 s per batch, 108–114 s of the server's time to re-upload 1M messages.
+        """
         if not conversation_ids:
             return []
         rows = await self.lookup(
             select(*FACT_COLUMNS)
-            .where(_m.tenant_id == tenant_id, self.among(_m.conversation_id, conversation_ids))
+            .where(
+                self.owned_by(_m.tenant_id, tenant_id),
+                self.among(_m.conversation_id, conversation_ids),
+            )
             .order_by(_m.conversation_id, _m.sent_at, _m.id)
         )
         return list(rows.mappings())
