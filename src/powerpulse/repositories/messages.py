@@ -54,7 +54,7 @@ class MessageRepository(Repository):
         The tenant is checked by `owned_by`: asked as `tenant_id = ?`, PostgreSQL without
         statistics on a table just filled (a re-upload soon after the first) read every
         message of the tenant through the identity index and filtered by conversation,
-        0.3–0.4 s per batch, 108–114 s of the server's time to re-upload 1M messages.
+        0.3–0.4 s per batch, 99–114 s of the server's time to re-upload 1M messages.
         """
         if not conversation_ids:
             return []
