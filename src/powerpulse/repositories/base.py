@@ -63,6 +63,11 @@ class Repository:
     def __init__(self, connection: AsyncConnection) -> None:
         self.connection = connection
 
+    async def _driver(self) -> Any:
+        """The driver's own connection under this one (asyncpg or sqlite3), for its bulk paths."""
+        raw = await self.connection.get_raw_connection()
+        return raw.driver_connection
+
     async def bulk_insert(
         self,
         table: Any,
@@ -80,8 +85,7 @@ class Repository:
         """
         if not rows:
             return
-        raw = await self.connection.get_raw_connection()
-        driver: Any = raw.driver_connection
+        driver = await self._driver()
         if self.is_postgres:
             await driver.copy_records_to_table(table.name, records=rows, columns=list(columns))
             return
@@ -104,8 +108,7 @@ class Repository:
     async def copy_binary(self, table: Any, columns: Sequence[str], data: bytes) -> None:
         """PostgreSQL only: COPY rows already in binary COPY form (header to trailer) into
         `columns` of `table`, inside this transaction."""
-        raw = await self.connection.get_raw_connection()
-        driver: Any = raw.driver_connection
+        driver = await self._driver()
         await driver.copy_to_table(
             table.name, source=_once(data), columns=list(columns), format="binary"
         )
