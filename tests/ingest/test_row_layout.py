@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from powerpulse.ingest import packing
+from powerpulse.ingest import packing, pgcopy
 from powerpulse.ingest.records import STORED_FIELDS_START, NormalisedMessage
 from powerpulse.repositories.conversations import MEASUREMENT_COLUMNS, REPLY_EVENT_COLUMNS
 from powerpulse.repositories.messages import INSERT_COLUMNS
@@ -27,6 +27,13 @@ def test_packed_rows_name_their_parts_by_the_insert_columns() -> None:
     assert stored[packing.ROW_SENT_AT] == "sent_at"
     assert stored[packing.ROW_AGENT_USERNAME] == "agent_username"
     assert stored[packing.ROW_AGENT_EMAIL] == "agent_email"
+
+
+def test_copy_packing_has_the_fields_of_a_packed_row_in_their_places() -> None:
+    # pgcopy cannot import packing (packing imports it), so its positions are its own.
+    assert len(INSERT_COLUMNS) - 1 == pgcopy.MESSAGE_FIELDS
+    assert pgcopy._SENDER == packing.ROW_SENDER
+    assert pgcopy._SENT_AT == packing.ROW_SENT_AT
 
 
 def test_a_packed_measurement_is_in_measurement_column_order() -> None:
