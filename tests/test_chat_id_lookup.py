@@ -77,6 +77,12 @@ async def _index_rows_read(connection: AsyncConnection, table: str) -> int:
     return int((await connection.execute(statement, {"table": table})).scalar_one())
 
 
+async def _sequential_scans(connection: AsyncConnection, table: str) -> int:
+    """Sequential scans this transaction has started on the table so far."""
+    statement = text("SELECT pg_stat_get_xact_numscans(CAST(:table AS regclass))")
+    return int((await connection.execute(statement, {"table": table})).scalar_one())
+
+
 async def test_a_first_upload_looks_its_chats_up_by_key_on_postgresql(postgres: Database) -> None:
     """In a first upload the conversations table has never been analysed. Asking for a
     batch's chat ids must still read about one index entry per chat id, not every
@@ -125,9 +131,24 @@ async def test_a_reupload_reads_only_its_chats_stored_messages_on_postgresql(
         asked = [stored[f"chat-{n}"] for n in range(0, 3000, 60)]
         for _ in range(8):
             before = await _index_rows_read(connection, "messages")
+            scans = await _sequential_scans(connection, "messages")
             facts = await messages.facts_for(tenant_id, asked)
             read = await _index_rows_read(connection, "messages") - before
+            scans = await _sequential_scans(connection, "messages") - scans
 
             assert sorted({row["conversation_id"] for row in facts}) == sorted(asked)
             assert len(facts) == 3 * len(asked)
+            assert scans == 0, "read every message of the table"
             assert read <= 3 * len(asked), f"read {read} index entries for {len(facts)} messages"
+
+        # What the analysis of an upload reads of the same conversations, the same way.
+        before = await _index_rows_read(connection, "messages")
+        scans = await _sequential_scans(connection, "messages")
+        transcripts = await messages.transcripts_for(tenant_id, asked)
+        read = await _index_rows_read(connection, "messages") - before
+        scans = await _sequential_scans(connection, "messages") - scans
+
+        assert sorted(transcripts) == sorted(asked)
+        assert all(len(transcript) == 3 for transcript in transcripts.values())
+        assert scans == 0, "read every message of the table"
+        assert read <= 3 * len(asked), f"read {read} index entries for {3 * len(asked)} messages"
