@@ -157,3 +157,28 @@ def test_only_unfiltered_pages_in_an_indexed_order_read_in_place() -> None:
         ConversationCriteria(chat_ids=("a", "b")),
     ):
         assert not ConversationRepository.reads_few(criteria, ConversationOrder.LAST_MESSAGE_DESC)
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+async def test_postgresql_connections_compile_no_plans_unless_allowed(
+    postgres_url: str, allowed: bool
+) -> None:
+    """JIT compilation costs 100 ms on reads of a few ms whose estimates are high (tables
+    without statistics after a big upload): PowerPulse's connections turn it off, unless
+    the operator lets the server's own setting stand."""
+    database = Database(create_engine(Settings(database_url=postgres_url)))
+    try:
+        async with database.write() as connection:
+            name = (await connection.execute(text("SELECT current_database()"))).scalar_one()
+            # The server's own setting, explicitly on for this database.
+            await connection.execute(text(f'ALTER DATABASE "{name}" SET jit = on'))
+    finally:
+        await database.dispose()
+
+    database = Database(create_engine(Settings(database_url=postgres_url, postgres_jit=allowed)))
+    try:
+        async with database.read() as connection:
+            jit = (await connection.execute(text("SHOW jit"))).scalar_one()
+        assert jit == ("on" if allowed else "off")
+    finally:
+        await database.dispose()

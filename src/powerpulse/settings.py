@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     db_pool_timeout: float = Field(
         default=30.0, gt=0, description="Seconds to wait for a pooled connection."
     )
+    postgres_jit: bool = Field(
+        default=False,
+        description="Let PostgreSQL compile costly plans to machine code (JIT) as the server "
+        "is configured; off, PowerPulse's connections turn it off.",
+    )
     sqlite_busy_timeout_ms: int = Field(
         default=30_000, ge=0, description="How long SQLite waits for a lock before failing."
     )
