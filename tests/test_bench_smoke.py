@@ -60,6 +60,9 @@ def test_quick_ingest_benchmark_writes_a_report(tmp_path: Path) -> None:
         "HTTP: uploadChats",
     ):
         assert f"| 2,000 | sqlite | {method}" in ingest
+    # The same file sent again stores nothing new.
+    again = next(line for line in ingest.splitlines() if "| CLI again, the same file" in line)
+    assert again.split("|")[4].strip() == "0"
     assert "Section failed" not in report
     assert "Errors in this section" not in report
     # Only the requested section is in the report.
