@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from powerpulse.db import Database, create_engine, create_schema
 from powerpulse.ingest import pgcopy
@@ -99,16 +99,19 @@ def test_copy_packed_batches_hold_the_same_rows_as_tuple_packed_ones() -> None:
     data = synthetic_export(3000)
     plain = read_options(copy_rows=False).reader(io.BytesIO(data), UploadReport())
     packed = read_options(copy_rows=True).reader(io.BytesIO(data), UploadReport())
-    batches = 0
+    batches = replies = 0
     while tuples := pack_batch(plain.next_batch(50), None):
         copied = pack_batch(packed.next_batch(50), None, copy=True)
         batches += 1
         for chat, twin in zip(tuples, copied, strict=True):
             assert all(isinstance(row, bytes) for row in twin.rows)
             assert [row_values(row) for row in twin.rows] == chat.rows
-            # Everything but the messages is packed as before.
-            assert twin._replace(rows=chat.rows) == chat
-    assert batches > 2
+            assert twin.measurement == chat.measurement
+            # Agents and reply events are packed for COPY too.
+            assert twin.agents == [pgcopy.encode_agent(agent) for agent in chat.agents]
+            assert twin.replies == [pgcopy.encode_reply(reply) for reply in chat.replies]
+            replies += len(chat.replies)
+    assert batches > 2 and replies > 100
     assert packed.next_batch(50) == []
 
 
@@ -157,3 +160,69 @@ async def test_postgres_stores_packed_and_tuple_rows_as_given(postgres_url: str)
         (tenant_id, ids["b"], *fields) for fields in FIELDS[:2]
     ]
     assert [tuple(row) for row in stored] == expected
+
+
+REPLIES: list[tuple[Any, ...]] = [
+    ("Zoë", EARLY, LATE, 0.1),
+    (
+        "agent.one",
+        datetime(2000, 1, 1, tzinfo=UTC),
+        datetime(2000, 1, 1, 0, 0, 1, tzinfo=UTC),
+        1e-9,
+    ),
+    ("a" * 320, LATE, LATE, 0.0),
+    ("agent.one", EARLY, EARLY + timedelta(days=40_000), 57_600_000.25),
+]
+AGENTS: list[tuple[Any, ...]] = [("Zoë", 1), ("agent.one", 2_147_483_647), ("a" * 320, 0)]
+
+
+async def test_postgres_stores_packed_and_tuple_details_as_given(postgres_url: str) -> None:
+    """Agents and reply events, packed as an upload packs them or given as tuples (chats
+    re-measured while storing), are stored with every value unchanged."""
+    database = Database(create_engine(Settings(database_url=postgres_url)))
+    try:
+        await create_schema(database.engine)
+        async with database.write() as connection:
+            tenant_id = await TenantRepository(connection).create("acme")
+            conversations = ConversationRepository(connection)
+            measurement = ("web", 1, 1, 0, 0, EARLY, LATE, 1.0, None, None, None, 0, 1, LATE)
+            ids = await conversations.insert_many(
+                tenant_id, [("a", *measurement), ("b", *measurement)], version=1
+            )
+            await conversations.replace_details(
+                tenant_id,
+                [],
+                [(ids["a"], list(map(pgcopy.encode_agent, AGENTS))), (ids["b"], AGENTS[:2])],
+                [
+                    (ids["a"], list(map(pgcopy.encode_reply, REPLIES))),
+                    (ids["b"], []),
+                    (ids["b"], REPLIES[:2]),
+                ],
+            )
+        async with database.read() as connection:
+            agents = (
+                await connection.execute(
+                    text(
+                        "SELECT tenant_id, conversation_id, agent, message_count "
+                        "FROM conversation_agents ORDER BY conversation_id, message_count"
+                    )
+                )
+            ).all()
+            replies = (
+                await connection.execute(
+                    text(
+                        "SELECT tenant_id, conversation_id, agent, waiting_since, replied_at, "
+                        "response_minutes FROM reply_events ORDER BY id"
+                    )
+                )
+            ).all()
+    finally:
+        await database.dispose()
+    assert [tuple(row) for row in agents] == sorted(
+        [(tenant_id, ids["a"], *agent) for agent in AGENTS]
+        + [(tenant_id, ids["b"], *agent) for agent in AGENTS[:2]],
+        key=lambda row: (row[1], row[3]),
+    )
+    assert [tuple(row) for row in replies] == [
+        (tenant_id, ids["a"], *reply) for reply in REPLIES
+    ] + [(tenant_id, ids["b"], *reply) for reply in REPLIES[:2]]

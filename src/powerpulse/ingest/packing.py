@@ -4,8 +4,9 @@ A packed chat holds only tuples of plain values, with timestamps already in the 
 form of the database being written (SQLite: text; PostgreSQL: datetimes): storing it is a
 bulk insert with no per-message conversion, and when the upload is parsed in a process of
 its own, it crosses the process boundary cheaply (plain strings and numbers unpickle
-several times faster than datetimes and objects). For PostgreSQL the messages themselves
-go further: each is already in the binary COPY form the server reads (ingest.pgcopy).
+several times faster than datetimes and objects). For PostgreSQL the messages, agents and
+reply events go further: each row is already in the binary COPY form the server reads
+(ingest.pgcopy).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from ..services.conversation_metrics import ConversationMeasurements
-from .pgcopy import decode_message, encode_message, message_key
+from .pgcopy import decode_message, encode_agent, encode_message, encode_reply, message_key
 from .reader import ParsedChat
 from .records import STORED_FIELDS_START, NormalisedMessage
 
@@ -38,14 +39,15 @@ class PackedChat(NamedTuple):
     bytes (`row_values` and `row_key` read either). `measurement` is None when nothing of the chat
     is valid; otherwise its values follow ConversationRepository's MEASUREMENT_COLUMNS up
     to, not including, updated_at (which the store stamps). `agents` are (agent, message
-    count) and `replies` follow REPLY_EVENT_COLUMNS.
+    count) and `replies` follow REPLY_EVENT_COLUMNS; packed for COPY, each of them is
+    bytes too (pgcopy.encode_agent, pgcopy.encode_reply).
     """
 
     chat_id: str
     rows: list[Any]
     measurement: tuple[Any, ...] | None
-    agents: list[tuple[str, int]]
-    replies: list[tuple[Any, ...]]
+    agents: list[Any]
+    replies: list[Any]
 
 
 def row_values(row: Any) -> tuple[Any, ...]:
@@ -94,32 +96,51 @@ def pack_measured(
     platform: str | None,
     measured: ConversationMeasurements,
     timestamp: TimestampForm,
+    *,
+    copy: bool = False,
 ) -> PackedChat:
-    """A chat whose rows are packed already, with its measurement."""
+    """A chat whose rows are packed already, with its measurement; `copy` packs its agents
+    and reply events for PostgreSQL's COPY (timestamps stay datetimes: `timestamp` None)."""
+    if copy:
+        if timestamp is not None:
+            raise ValueError("COPY-packed rows keep timestamps as datetimes")
+        return PackedChat(
+            chat_id,
+            rows,
+            _measurement(platform, measured, _same),
+            list(map(encode_agent, measured.agent_message_counts.items())),
+            list(map(encode_reply, measured.reply_events)),
+        )
     convert = timestamp if timestamp is not None else _same
     return PackedChat(
         chat_id,
         rows,
-        (
-            platform,
-            measured.message_count,
-            measured.customer_message_count,
-            measured.agent_message_count,
-            measured.bot_message_count,
-            convert(measured.first_message_at),
-            convert(measured.last_message_at),
-            measured.duration_minutes,
-            measured.first_response_time_minutes,
-            measured.first_response_agent,
-            measured.avg_response_time_minutes,
-            measured.reply_count,
-            measured.contact_count,
-        ),
+        _measurement(platform, measured, convert),
         list(measured.agent_message_counts.items()),
         [
             (agent, convert(waiting_since), convert(replied_at), minutes)
             for agent, waiting_since, replied_at, minutes in measured.reply_events
         ],
+    )
+
+
+def _measurement(
+    platform: str | None, measured: ConversationMeasurements, convert: Callable[[datetime], Any]
+) -> tuple[Any, ...]:
+    return (
+        platform,
+        measured.message_count,
+        measured.customer_message_count,
+        measured.agent_message_count,
+        measured.bot_message_count,
+        convert(measured.first_message_at),
+        convert(measured.last_message_at),
+        measured.duration_minutes,
+        measured.first_response_time_minutes,
+        measured.first_response_agent,
+        measured.avg_response_time_minutes,
+        measured.reply_count,
+        measured.contact_count,
     )
 
 
@@ -133,7 +154,11 @@ def pack_batch(
             packed.append(PackedChat(chat.chat_id, rows, None, [], []))
             continue
         platform = next((m.platform for m in chat.messages if m.platform), None)
-        packed.append(pack_measured(chat.chat_id, rows, platform, chat.measured, convert))
+        packed.append(
+            pack_measured(
+                chat.chat_id, rows, platform, chat.measured, None if copy else convert, copy=copy
+            )
+        )
     return packed
 
 

@@ -10,7 +10,9 @@ A packed message here is its stored fields after conversation_id (MessageReposit
 INSERT_COLUMNS order), each as the binary COPY format writes a field: a signed 32-bit
 length (-1 for NULL) and that many bytes. The storing process, which alone knows the
 conversation's id, writes each row's field count, tenant and conversation in front
-(`copy_data`).
+(`copy_data`). A chat's reply events and agents are packed the same way, after their
+conversation_id (`encode_reply`, `encode_agent`): the 1M-message benchmark file has about
+300,000 of the one and 110,000 of the other.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ COPY_TRAILER = struct.pack(">h", -1)
 
 _LENGTH = struct.Struct(">i")
 _TIMESTAMP = struct.Struct(">iq")
+_INTEGER = struct.Struct(">ii")
+_DOUBLE = struct.Struct(">id")
 _NULL = _LENGTH.pack(-1)
 # A row's field count, then tenant_id and conversation_id (bigint: 8 bytes each).
 _ROW_START = struct.Struct(">hiqiq")
@@ -39,6 +43,10 @@ _ROW_START = struct.Struct(">hiqiq")
 MESSAGE_FIELDS = 9
 _SENDER = 2
 _SENT_AT = 4
+# Fields of a packed reply event (agent, waiting_since, replied_at, response_minutes) and
+# of a packed agent (agent, message_count).
+REPLY_FIELDS = 4
+AGENT_FIELDS = 2
 
 
 def _text(value: str | None) -> bytes:
@@ -76,13 +84,32 @@ def encode_message(fields: Sequence[Any]) -> bytes:
             _text(external_id),
             repeated[sender],
             _text(content),
-            _TIMESTAMP.pack(8, (sent_at - POSTGRES_EPOCH) // _MICROSECOND),
+            _time(sent_at),
             repeated[username],
             repeated[email],
             repeated[kind],
             repeated[via],
         )
     )
+
+
+def _time(moment: datetime) -> bytes:
+    return _TIMESTAMP.pack(8, (moment - POSTGRES_EPOCH) // _MICROSECOND)
+
+
+def encode_reply(fields: Sequence[Any]) -> bytes:
+    """A reply event's stored fields (agent, waiting_since and replied_at as aware
+    datetimes, response_minutes), COPY-encoded."""
+    agent, waiting_since, replied_at, minutes = fields
+    return b"".join(
+        (_REPEATED[agent], _time(waiting_since), _time(replied_at), _DOUBLE.pack(8, minutes))
+    )
+
+
+def encode_agent(fields: Sequence[Any]) -> bytes:
+    """An agent's stored fields (agent, message_count), COPY-encoded."""
+    agent, count = fields
+    return _REPEATED[agent] + _INTEGER.pack(4, count)
 
 
 def decode_message(data: bytes) -> tuple[Any, ...]:
@@ -115,13 +142,16 @@ def message_key(data: bytes) -> str:
     return data[4 : 4 + length].decode()
 
 
-def copy_data(tenant_id: int, chats: Iterable[tuple[int, Sequence[bytes]]]) -> bytes:
-    """Binary COPY data for the messages table's columns ("tenant_id", *INSERT_COLUMNS):
-    each chat is (conversation_id, packed messages). Empty chats add nothing."""
+def copy_data(
+    tenant_id: int, chats: Iterable[tuple[int, Sequence[bytes]]], fields: int = MESSAGE_FIELDS
+) -> bytes:
+    """Binary COPY data for the columns tenant_id, conversation_id and the `fields` packed
+    ones (by default a message's: "tenant_id", *INSERT_COLUMNS): each chat is
+    (conversation_id, packed rows). Empty chats add nothing."""
     parts = [COPY_HEADER]
     for conversation_id, rows in chats:
         if rows:
-            start = _ROW_START.pack(MESSAGE_FIELDS + 2, 8, tenant_id, 8, conversation_id)
+            start = _ROW_START.pack(fields + 2, 8, tenant_id, 8, conversation_id)
             parts.append(start)
             parts.append(start.join(rows))
     parts.append(COPY_TRAILER)

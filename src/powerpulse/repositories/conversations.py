@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 
+from ..ingest.pgcopy import AGENT_FIELDS, REPLY_FIELDS, copy_data, encode_agent, encode_reply
 from ..models import AnalysisStatus
 from ..services.filters import ConversationCriteria, ConversationOrder
 from .base import Repository, cell_kind, export_select
@@ -116,6 +117,7 @@ def _orderings(csi: dict[str, Any]) -> dict[ConversationOrder, Ordering]:
 
 # A reply row after its conversation id, in the field order of ReplyEventFacts.
 REPLY_EVENT_COLUMNS = ("agent", "waiting_since", "replied_at", "response_minutes")
+AGENT_COLUMNS = ("agent", "message_count")
 MEASUREMENT_COLUMNS = (
     "platform",
     "message_count",
@@ -392,14 +394,15 @@ class ConversationRepository(Repository):
         self,
         tenant_id: int,
         conversation_ids: Sequence[int],
-        agent_rows: Sequence[tuple[Any, ...]],
-        reply_rows: Sequence[tuple[Any, ...]],
+        agents: Sequence[tuple[int, Sequence[Any]]],
+        replies: Sequence[tuple[int, Sequence[Any]]],
     ) -> None:
         """Swap in freshly measured agents and reply events for these conversations.
 
-        Agent rows are (conversation_id, agent, message_count); reply rows are
-        (conversation_id, agent, waiting_since, replied_at, response_minutes), timestamps in
-        storage form (kinds.storage_timestamps).
+        Both come chat by chat, as (conversation_id, rows). Agent rows are (agent,
+        message_count); reply rows follow REPLY_EVENT_COLUMNS, timestamps in storage form
+        (kinds.storage_timestamps). On PostgreSQL a row may also be packed for COPY
+        already (ingest.pgcopy), as an upload packs them.
         """
         if conversation_ids:
             for table in (conversation_agents, reply_events):
@@ -411,19 +414,36 @@ class ConversationRepository(Repository):
                         )
                     )
                 )
-        agent_columns = ("conversation_id", "agent", "message_count")
-        await self.bulk_insert(
-            conversation_agents,
-            ("tenant_id", *agent_columns),
-            [(tenant_id, *row) for row in agent_rows],
-        )
-        reply_columns = ("conversation_id", *REPLY_EVENT_COLUMNS)
-        await self.bulk_insert(
-            reply_events,
-            ("tenant_id", *reply_columns),
-            [(tenant_id, *row) for row in reply_rows],
-            prepared=True,
-        )
+        for table, columns, chats, encode, fields in (
+            (conversation_agents, AGENT_COLUMNS, agents, encode_agent, AGENT_FIELDS),
+            (reply_events, REPLY_EVENT_COLUMNS, replies, encode_reply, REPLY_FIELDS),
+        ):
+            if not any(rows for _, rows in chats):
+                continue
+            if self.is_postgres:
+                data = copy_data(
+                    tenant_id,
+                    (
+                        (
+                            conversation_id,
+                            [row if isinstance(row, bytes) else encode(row) for row in rows],
+                        )
+                        for conversation_id, rows in chats
+                    ),
+                    fields,
+                )
+                await self.copy_binary(table, ("tenant_id", "conversation_id", *columns), data)
+                continue
+            await self.bulk_insert(
+                table,
+                ("tenant_id", "conversation_id", *columns),
+                [
+                    (tenant_id, conversation_id, *row)
+                    for conversation_id, rows in chats
+                    for row in rows
+                ],
+                prepared=True,
+            )
 
 
 def _float(value: Any) -> float | None:

@@ -125,6 +125,7 @@ class IngestService:
                     fingerprint=fingerprint,
                     session_gap=session_gap,
                     timestamp=timestamp,
+                    copy=options.copy_rows,
                     conversations=ConversationRepository(connection),
                     messages=MessageRepository(connection),
                     analyses=AnalysisRepository(connection),
@@ -161,6 +162,8 @@ class _BatchStore:
     fingerprint: str
     session_gap: timedelta
     timestamp: TimestampForm
+    # Agents and reply events packed for PostgreSQL's COPY, as the reader packs them.
+    copy: bool
     conversations: ConversationRepository
     messages: MessageRepository
     analyses: AnalysisRepository
@@ -288,17 +291,9 @@ class _BatchStore:
         await conversations.replace_details(
             tenant_id,
             changed_ids,
-            [
-                (conversation_id, *agent)
-                for conversation_id, chat in stored_chats
-                for agent in chat.agents
-            ],
+            [(conversation_id, chat.agents) for conversation_id, chat in stored_chats],
             # Reply events are in reply_events' column order (ReplyEventFacts).
-            [
-                (conversation_id, *event)
-                for conversation_id, chat in stored_chats
-                for event in chat.replies
-            ],
+            [(conversation_id, chat.replies) for conversation_id, chat in stored_chats],
         )
         report.messages_stored += sum(len(chat.rows) for _, chat in stored_chats)
         report.conversations_created += len(created)
@@ -366,7 +361,10 @@ class _BatchStore:
         measured = measure_conversation(
             [message for _, message in timeline], session_gap=self.session_gap
         )
-        return pack_measured(chat_id, fresh, platform, measured, self.timestamp), measured
+        return (
+            pack_measured(chat_id, fresh, platform, measured, self.timestamp, copy=self.copy),
+            measured,
+        )
 
 
 @dataclass(slots=True)
