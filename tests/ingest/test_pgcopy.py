@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from powerpulse.db import Database, create_engine, create_schema
 from powerpulse.ingest import pgcopy
@@ -130,32 +132,42 @@ async def test_the_parsing_process_packs_for_copy_when_asked() -> None:
     assert len(rows) > 500 and all(isinstance(row, bytes) for row in rows)
 
 
-async def test_postgres_stores_packed_and_tuple_rows_as_given(postgres_url: str) -> None:
+@pytest.fixture
+async def postgres(postgres_url: str) -> AsyncIterator[Database]:
     database = Database(create_engine(Settings(database_url=postgres_url)))
     try:
         await create_schema(database.engine)
-        async with database.write() as connection:
-            tenant_id = await TenantRepository(connection).create("acme")
-            conversations = ConversationRepository(connection)
-            measurement = ("web", 1, 1, 0, 0, EARLY, LATE, 1.0, None, None, None, 0, 1, LATE)
-            ids = await conversations.insert_many(
-                tenant_id, [("a", *measurement), ("b", *measurement)], version=1
-            )
-            await MessageRepository(connection).insert_chats(
-                tenant_id,
-                [
-                    # As an upload packs them, and as tuples (re-measured chats, other callers).
-                    (ids["a"], [pgcopy.encode_message(fields) for fields in FIELDS]),
-                    (ids["b"], []),
-                    (ids["b"], FIELDS[:2]),
-                ],
-            )
-        table = Message.__table__  # type: ignore[attr-defined]
-        columns = [table.c[name] for name in ("tenant_id", *INSERT_COLUMNS)]
-        async with database.read() as connection:
-            stored = (await connection.execute(select(*columns).order_by(table.c.id))).all()
+        yield database
     finally:
         await database.dispose()
+
+
+async def _two_chats(connection: AsyncConnection) -> tuple[int, dict[str, int]]:
+    """A tenant and its conversations "a" and "b"."""
+    tenant_id = await TenantRepository(connection).create("acme")
+    measurement = ("web", 1, 1, 0, 0, EARLY, LATE, 1.0, None, None, None, 0, 1, LATE)
+    ids = await ConversationRepository(connection).insert_many(
+        tenant_id, [("a", *measurement), ("b", *measurement)], version=1
+    )
+    return tenant_id, ids
+
+
+async def test_postgres_stores_packed_and_tuple_rows_as_given(postgres: Database) -> None:
+    async with postgres.write() as connection:
+        tenant_id, ids = await _two_chats(connection)
+        await MessageRepository(connection).insert_chats(
+            tenant_id,
+            [
+                # As an upload packs them, and as tuples (re-measured chats, other callers).
+                (ids["a"], [pgcopy.encode_message(fields) for fields in FIELDS]),
+                (ids["b"], []),
+                (ids["b"], FIELDS[:2]),
+            ],
+        )
+    table = Message.__table__  # type: ignore[attr-defined]
+    columns = [table.c[name] for name in ("tenant_id", *INSERT_COLUMNS)]
+    async with postgres.read() as connection:
+        stored = (await connection.execute(select(*columns).order_by(table.c.id))).all()
     expected = [(tenant_id, ids["a"], *fields) for fields in FIELDS] + [
         (tenant_id, ids["b"], *fields) for fields in FIELDS[:2]
     ]
@@ -176,48 +188,38 @@ REPLIES: list[tuple[Any, ...]] = [
 AGENTS: list[tuple[Any, ...]] = [("Zoë", 1), ("agent.one", 2_147_483_647), ("a" * 320, 0)]
 
 
-async def test_postgres_stores_packed_and_tuple_details_as_given(postgres_url: str) -> None:
+async def test_postgres_stores_packed_and_tuple_details_as_given(postgres: Database) -> None:
     """Agents and reply events, packed as an upload packs them or given as tuples (chats
     re-measured while storing), are stored with every value unchanged."""
-    database = Database(create_engine(Settings(database_url=postgres_url)))
-    try:
-        await create_schema(database.engine)
-        async with database.write() as connection:
-            tenant_id = await TenantRepository(connection).create("acme")
-            conversations = ConversationRepository(connection)
-            measurement = ("web", 1, 1, 0, 0, EARLY, LATE, 1.0, None, None, None, 0, 1, LATE)
-            ids = await conversations.insert_many(
-                tenant_id, [("a", *measurement), ("b", *measurement)], version=1
-            )
-            await conversations.replace_details(
-                tenant_id,
-                [],
-                [(ids["a"], list(map(pgcopy.encode_agent, AGENTS))), (ids["b"], AGENTS[:2])],
-                [
-                    (ids["a"], list(map(pgcopy.encode_reply, REPLIES))),
-                    (ids["b"], []),
-                    (ids["b"], REPLIES[:2]),
-                ],
-            )
-        async with database.read() as connection:
-            agents = (
-                await connection.execute(
-                    text(
-                        "SELECT tenant_id, conversation_id, agent, message_count "
-                        "FROM conversation_agents ORDER BY conversation_id, message_count"
-                    )
+    async with postgres.write() as connection:
+        tenant_id, ids = await _two_chats(connection)
+        await ConversationRepository(connection).replace_details(
+            tenant_id,
+            [],
+            [(ids["a"], list(map(pgcopy.encode_agent, AGENTS))), (ids["b"], AGENTS[:2])],
+            [
+                (ids["a"], list(map(pgcopy.encode_reply, REPLIES))),
+                (ids["b"], []),
+                (ids["b"], REPLIES[:2]),
+            ],
+        )
+    async with postgres.read() as connection:
+        agents = (
+            await connection.execute(
+                text(
+                    "SELECT tenant_id, conversation_id, agent, message_count "
+                    "FROM conversation_agents ORDER BY conversation_id, message_count"
                 )
-            ).all()
-            replies = (
-                await connection.execute(
-                    text(
-                        "SELECT tenant_id, conversation_id, agent, waiting_since, replied_at, "
-                        "response_minutes FROM reply_events ORDER BY id"
-                    )
+            )
+        ).all()
+        replies = (
+            await connection.execute(
+                text(
+                    "SELECT tenant_id, conversation_id, agent, waiting_since, replied_at, "
+                    "response_minutes FROM reply_events ORDER BY id"
                 )
-            ).all()
-    finally:
-        await database.dispose()
+            )
+        ).all()
     assert [tuple(row) for row in agents] == sorted(
         [(tenant_id, ids["a"], *agent) for agent in AGENTS]
         + [(tenant_id, ids["b"], *agent) for agent in AGENTS[:2]],
