@@ -558,7 +558,10 @@ class HeldExport:
 async def test_exports_beyond_the_slots_wait_then_are_refused_before_any_byte(
     app_client_factory: Any, settings_factory: Any
 ) -> None:
-    settings = settings_factory(export_concurrency=1, export_wait_seconds=0.3)
+    # The wait is long enough that the export waiting below gets the slot whatever else
+    # the machine is doing (0.3 s once was not: the slot came back too late, and it was
+    # refused).
+    settings = settings_factory(export_concurrency=1, export_wait_seconds=2)
     client = await app_client_factory(settings, run_worker=False)
     await upload(client, {"e1": CHATS["e1"]})
     app = client.http._transport.app
