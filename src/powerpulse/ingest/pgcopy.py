@@ -43,10 +43,6 @@ _ROW_START = struct.Struct(">hiqiq")
 MESSAGE_FIELDS = 9
 _SENDER = 2
 _SENT_AT = 4
-# Fields of a packed reply event (agent, waiting_since, replied_at, response_minutes) and
-# of a packed agent (agent, message_count).
-REPLY_FIELDS = 4
-AGENT_FIELDS = 2
 
 
 def _text(value: str | None) -> bytes:

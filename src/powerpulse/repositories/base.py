@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, String, any_, bindparam, select, type_coerce
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    String,
+    any_,
+    bindparam,
+    func,
+    select,
+    type_coerce,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..ingest.pgcopy import copy_data
 from ..kinds import sqlite_timestamp
 from ..models import UTCDateTime
 
@@ -105,6 +115,39 @@ class Repository:
             rows = converted
         await driver.executemany(statement, rows)
 
+    async def insert_by_chat(
+        self,
+        table: Any,
+        columns: Sequence[str],
+        tenant_id: int,
+        chats: Sequence[tuple[int, Sequence[Any]]],
+        encode: Callable[[Any], bytes],
+    ) -> None:
+        """Insert rows that belong to conversations, chat by chat, in the given order.
+
+        Each chat is (conversation_id, rows); a row holds `columns`, the table's columns
+        after tenant_id and conversation_id, timestamps in storage form
+        (kinds.storage_timestamps). On PostgreSQL a row may be packed for COPY already
+        (ingest.pgcopy), as an upload packs them; a tuple is packed by `encode`, and all go
+        to the server in one binary COPY.
+        """
+        if not any(rows for _, rows in chats):
+            return
+        names = ("tenant_id", "conversation_id", *columns)
+        if self.is_postgres:
+            packed = (
+                (conversation_id, [row if isinstance(row, bytes) else encode(row) for row in rows])
+                for conversation_id, rows in chats
+            )
+            await self.copy_binary(table, names, copy_data(tenant_id, packed, len(columns)))
+            return
+        await self.bulk_insert(
+            table,
+            names,
+            [(tenant_id, conversation_id, *row) for conversation_id, rows in chats for row in rows],
+            prepared=True,
+        )
+
     async def copy_binary(self, table: Any, columns: Sequence[str], data: bytes) -> None:
         """PostgreSQL only: COPY rows already in binary COPY form (header to trailer) into
         `columns` of `table`, inside this transaction."""
@@ -124,6 +167,16 @@ class Repository:
         serve it, so both engines find the rows by their ids and then check the tenant.
         """
         return (column + 0) == tenant_id
+
+    @staticmethod
+    def each_of(values: Sequence[Any], value_type: Any, name: str) -> Any:
+        """PostgreSQL: the values as a table of one column `name` (unnest of one array
+        parameter), for a lookup that probes an index once per value."""
+        return (
+            func.unnest(bindparam(None, list(values), type_=ARRAY(value_type)))
+            .table_valued(name)
+            .render_derived()
+        )
 
     def among(self, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
         """`column IN values`; on PostgreSQL one array parameter, whatever the length."""

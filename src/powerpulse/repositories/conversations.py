@@ -18,9 +18,9 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
-from ..ingest.pgcopy import AGENT_FIELDS, REPLY_FIELDS, copy_data, encode_agent, encode_reply
+from ..ingest.pgcopy import encode_agent, encode_reply
 from ..models import AnalysisStatus
 from ..services.filters import ConversationCriteria, ConversationOrder
 from .base import Repository, cell_kind, export_select
@@ -307,11 +307,7 @@ class ConversationRepository(Repository):
         if not wanted:
             return {}
         if self.is_postgres:
-            asked = (
-                func.unnest(bindparam(None, wanted, type_=ARRAY(String())))
-                .table_valued("chat_id")
-                .render_derived()
-            )
+            asked = self.each_of(wanted, String(), "chat_id")
             found = (
                 select(_c.id)
                 .where(_c.tenant_id == tenant_id, _c.chat_id == asked.c.chat_id)
@@ -414,36 +410,12 @@ class ConversationRepository(Repository):
                         )
                     )
                 )
-        for table, columns, chats, encode, fields in (
-            (conversation_agents, AGENT_COLUMNS, agents, encode_agent, AGENT_FIELDS),
-            (reply_events, REPLY_EVENT_COLUMNS, replies, encode_reply, REPLY_FIELDS),
-        ):
-            if not any(rows for _, rows in chats):
-                continue
-            if self.is_postgres:
-                data = copy_data(
-                    tenant_id,
-                    (
-                        (
-                            conversation_id,
-                            [row if isinstance(row, bytes) else encode(row) for row in rows],
-                        )
-                        for conversation_id, rows in chats
-                    ),
-                    fields,
-                )
-                await self.copy_binary(table, ("tenant_id", "conversation_id", *columns), data)
-                continue
-            await self.bulk_insert(
-                table,
-                ("tenant_id", "conversation_id", *columns),
-                [
-                    (tenant_id, conversation_id, *row)
-                    for conversation_id, rows in chats
-                    for row in rows
-                ],
-                prepared=True,
-            )
+        await self.insert_by_chat(
+            conversation_agents, AGENT_COLUMNS, tenant_id, agents, encode_agent
+        )
+        await self.insert_by_chat(
+            reply_events, REPLY_EVENT_COLUMNS, tenant_id, replies, encode_reply
+        )
 
 
 def _float(value: Any) -> float | None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, func, literal, select, true, union_all
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import literal, select, true, union_all
 
 from ..errors import BadUserInput
-from ..ingest.pgcopy import copy_data, encode_message
+from ..ingest.pgcopy import encode_message
 from ..models import Message
 from .base import Repository, cell_kind, export_select
 from .keyset import Ordering, SortKey
@@ -106,11 +105,8 @@ class MessageRepository(Repository):
                 )
                 .order_by(*order)
             )
-        ids = sorted(set(conversation_ids))
-        asked = (
-            func.unnest(bindparam(None, ids, type_=ARRAY(_m.conversation_id.type)))
-            .table_valued("conversation_id")
-            .render_derived()
+        asked = self.each_of(
+            sorted(set(conversation_ids)), _m.conversation_id.type, "conversation_id"
         )
         # The order's columns are read too, so that the outer query can sort by them.
         read = {column.key: column for column in (*columns, *order)}
@@ -143,27 +139,7 @@ class MessageRepository(Repository):
         PostgreSQL a row may also be packed for COPY already (ingest.pgcopy), as an upload
         packs them: the rows then go to the server as they are.
         """
-        if self.is_postgres:
-            if not any(rows for _, rows in chats):
-                return
-            data = copy_data(
-                tenant_id,
-                (
-                    (
-                        conversation_id,
-                        [row if isinstance(row, bytes) else encode_message(row) for row in rows],
-                    )
-                    for conversation_id, rows in chats
-                ),
-            )
-            await self.copy_binary(messages, ("tenant_id", *INSERT_COLUMNS), data)
-            return
-        await self.bulk_insert(
-            messages,
-            ("tenant_id", *INSERT_COLUMNS),
-            [(tenant_id, conversation_id, *row) for conversation_id, rows in chats for row in rows],
-            prepared=True,
-        )
+        await self.insert_by_chat(messages, INSERT_COLUMNS[1:], tenant_id, chats, encode_message)
 
     async def pages(
         self, tenant_id: int, requests: Sequence[tuple[int, int, str | None]]
