@@ -47,9 +47,9 @@ async def _store(
     """New conversations as an upload stores them (one message each)."""
     convert = storage_timestamps(connection.dialect.name) or (lambda moment: moment)
     stamp = convert(T0)
-    measurement = ("web", 1, 1, 0, 0, stamp, stamp, 0.0, None, None, None, 0, 1, stamp)
+    measurement = ("web", 1, 1, 0, 0, stamp, stamp, 0.0, None, None, None, 0, 1)
     return await ConversationRepository(connection).insert_many(
-        tenant_id, [(chat_id, *measurement) for chat_id in chat_ids], version=1
+        tenant_id, [(chat_id, measurement) for chat_id in chat_ids], version=1, updated_at=stamp
     )
 
 

@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from powerpulse.db import Database, create_engine, create_schema
 from powerpulse.ingest import pgcopy
 from powerpulse.ingest.batches import open_source
-from powerpulse.ingest.packing import pack_batch, pack_rows, row_key, row_values
+from powerpulse.ingest.packing import pack_batch, pack_rows, platform_of, row_key, row_values
 from powerpulse.ingest.reader import ReadOptions, UploadReport
 from powerpulse.kinds import SenderKind
-from powerpulse.models import Message
-from powerpulse.repositories.conversations import ConversationRepository
+from powerpulse.models import Conversation, Message
+from powerpulse.repositories.conversations import MEASUREMENT_COLUMNS, ConversationRepository
 from powerpulse.repositories.messages import INSERT_COLUMNS, MessageRepository
 from powerpulse.repositories.tenants import TenantRepository
 from powerpulse.settings import Settings
@@ -108,7 +108,13 @@ def test_copy_packed_batches_hold_the_same_rows_as_tuple_packed_ones() -> None:
         for chat, twin in zip(tuples, copied, strict=True):
             assert all(isinstance(row, bytes) for row in twin.rows)
             assert [row_values(row) for row in twin.rows] == chat.rows
-            assert twin.measurement == chat.measurement
+            # So is the measurement, with the chat id.
+            assert twin.measurement == (
+                None
+                if chat.measurement is None
+                else pgcopy.encode_conversation(chat.chat_id, chat.measurement)
+            )
+            assert platform_of(twin.measurement) == platform_of(chat.measurement)
             # Agents and reply events are packed for COPY too.
             assert twin.agents == [pgcopy.encode_agent(agent) for agent in chat.agents]
             assert twin.replies == [pgcopy.encode_reply(reply) for reply in chat.replies]
@@ -145,9 +151,9 @@ async def postgres(postgres_url: str) -> AsyncIterator[Database]:
 async def _two_chats(connection: AsyncConnection) -> tuple[int, dict[str, int]]:
     """A tenant and its conversations "a" and "b"."""
     tenant_id = await TenantRepository(connection).create("acme")
-    measurement = ("web", 1, 1, 0, 0, EARLY, LATE, 1.0, None, None, None, 0, 1, LATE)
+    measurement = ("web", 1, 1, 0, 0, EARLY, LATE, 1.0, None, None, None, 0, 1)
     ids = await ConversationRepository(connection).insert_many(
-        tenant_id, [("a", *measurement), ("b", *measurement)], version=1
+        tenant_id, [("a", measurement), ("b", measurement)], version=1, updated_at=LATE
     )
     return tenant_id, ids
 
@@ -228,3 +234,64 @@ async def test_postgres_stores_packed_and_tuple_details_as_given(postgres: Datab
     assert [tuple(row) for row in replies] == [
         (tenant_id, ids["a"], *reply) for reply in REPLIES
     ] + [(tenant_id, ids["b"], *reply) for reply in REPLIES[:2]]
+
+
+MEASUREMENTS: list[tuple[str, tuple[Any, ...]]] = [
+    ("p:1", ("web", 1, 1, 0, 0, EARLY, EARLY, 0.0, None, None, None, 0, 1)),
+    (
+        "c" * 249,  # 255 with the "tuple-" prefix
+        (None, 2_147_483_647, 7, 3, 0, EARLY, LATE, 57_600_000.25, 1e-9, "Zoë", 0.5, 9, 3),
+    ),
+    (
+        "Habari 👋 你好",
+        (
+            "fb_chat",
+            5,
+            2,
+            2,
+            1,
+            datetime(2000, 1, 1, tzinfo=UTC),
+            LATE,
+            1.5,
+            0.0,
+            "a" * 320,
+            2.25,
+            2,
+            2,
+        ),
+    ),
+]
+
+
+async def test_postgres_stores_packed_and_tuple_conversations_as_given(
+    postgres: Database,
+) -> None:
+    """New conversations, packed as an upload packs them or given as tuples, are stored with
+    every value unchanged, stamped with the version and time of the insert."""
+    table = Conversation.__table__  # type: ignore[attr-defined]
+    stamp = datetime(2026, 12, 7, 20, 30, 1, 123_456, tzinfo=UTC)
+    async with postgres.write() as connection:
+        tenant_id = await TenantRepository(connection).create("acme")
+        ids = await ConversationRepository(connection).insert_many(
+            tenant_id,
+            [(chat_id, pgcopy.encode_conversation(chat_id, m)) for chat_id, m in MEASUREMENTS]
+            + [(f"tuple-{chat_id}", m) for chat_id, m in MEASUREMENTS],
+            version=42,
+            updated_at=stamp,
+        )
+    columns = [table.c[name] for name in ("id", "tenant_id", "chat_id", *MEASUREMENT_COLUMNS)]
+    async with postgres.read() as connection:
+        stored = (
+            await connection.execute(select(*columns, table.c.data_version).order_by(table.c.id))
+        ).all()
+    expected = [
+        (ids[name], tenant_id, name, *measurement, stamp, 42)
+        for prefix in ("", "tuple-")
+        for chat_id, measurement in MEASUREMENTS
+        for name in (prefix + chat_id,)
+    ]
+    assert [tuple(row) for row in stored] == expected
+    assert len(set(ids.values())) == len(expected)
+    assert [platform_of(pgcopy.encode_conversation(c, m)) for c, m in MEASUREMENTS] == [
+        m[0] for _, m in MEASUREMENTS
+    ]

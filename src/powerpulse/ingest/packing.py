@@ -4,9 +4,9 @@ A packed chat holds only tuples of plain values, with timestamps already in the 
 form of the database being written (SQLite: text; PostgreSQL: datetimes): storing it is a
 bulk insert with no per-message conversion, and when the upload is parsed in a process of
 its own, it crosses the process boundary cheaply (plain strings and numbers unpickle
-several times faster than datetimes and objects). For PostgreSQL the messages, agents and
-reply events go further: each row is already in the binary COPY form the server reads
-(ingest.pgcopy).
+several times faster than datetimes and objects). For PostgreSQL the messages, agents,
+reply events and a new chat's conversation row go further: each is already in the binary
+COPY form the server reads (ingest.pgcopy).
 """
 
 from __future__ import annotations
@@ -16,7 +16,15 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from ..services.conversation_metrics import ConversationMeasurements
-from .pgcopy import decode_message, encode_agent, encode_message, encode_reply, message_key
+from .pgcopy import (
+    decode_message,
+    encode_agent,
+    encode_conversation,
+    encode_message,
+    encode_reply,
+    first_text,
+    message_key,
+)
 from .reader import ParsedChat
 from .records import STORED_FIELDS_START, NormalisedMessage
 
@@ -38,14 +46,15 @@ class PackedChat(NamedTuple):
     INSERT_COLUMNS order), in file order: tuples, or, packed for PostgreSQL's COPY,
     bytes (`row_values` and `row_key` read either). `measurement` is None when nothing of the chat
     is valid; otherwise its values follow ConversationRepository's MEASUREMENT_COLUMNS up
-    to, not including, updated_at (which the store stamps). `agents` are (agent, message
-    count) and `replies` follow REPLY_EVENT_COLUMNS; packed for COPY, each of them is
-    bytes too (pgcopy.encode_agent, pgcopy.encode_reply).
+    to, not including, updated_at (which the store stamps), or, packed for COPY, they and
+    the chat id are bytes (pgcopy.encode_conversation; `platform_of` reads either).
+    `agents` are (agent, message count) and `replies` follow REPLY_EVENT_COLUMNS; packed
+    for COPY, each of them is bytes too (pgcopy.encode_agent, pgcopy.encode_reply).
     """
 
     chat_id: str
     rows: list[Any]
-    measurement: tuple[Any, ...] | None
+    measurement: tuple[Any, ...] | bytes | None
     agents: list[Any]
     replies: list[Any]
 
@@ -62,6 +71,15 @@ def row_key(row: Any) -> str:
     if isinstance(row, bytes):
         return message_key(row)
     return row[ROW_KEY]  # type: ignore[no-any-return]
+
+
+def platform_of(measurement: tuple[Any, ...] | bytes | None) -> str | None:
+    """The platform of a packed chat's measurement, whichever form it was packed in."""
+    if measurement is None:
+        return None
+    if isinstance(measurement, bytes):
+        return first_text(measurement)
+    return measurement[0]  # type: ignore[no-any-return]
 
 
 def pack_rows(
@@ -99,15 +117,16 @@ def pack_measured(
     *,
     copy: bool = False,
 ) -> PackedChat:
-    """A chat whose rows are packed already, with its measurement; `copy` packs its agents
-    and reply events for PostgreSQL's COPY (timestamps stay datetimes: `timestamp` None)."""
+    """A chat whose rows are packed already, with its measurement; `copy` packs its
+    measurement, agents and reply events for PostgreSQL's COPY (timestamps stay datetimes:
+    `timestamp` None)."""
     if copy:
         if timestamp is not None:
             raise ValueError("COPY-packed rows keep timestamps as datetimes")
         return PackedChat(
             chat_id,
             rows,
-            _measurement(platform, measured, _same),
+            encode_conversation(chat_id, _measurement(platform, measured, _same)),
             list(map(encode_agent, measured.agent_message_counts.items())),
             list(map(encode_reply, measured.reply_events)),
         )

@@ -12,7 +12,9 @@ length (-1 for NULL) and that many bytes. The storing process, which alone knows
 conversation's id, writes each row's field count, tenant and conversation in front
 (`copy_data`). A chat's reply events and agents are packed the same way, after their
 conversation_id (`encode_reply`, `encode_agent`): the 1M-message benchmark file has about
-300,000 of the one and 110,000 of the other.
+300,000 of the one and 110,000 of the other. So is a new chat's conversation row
+(`encode_conversation`: its measurement and chat id), to which the storing process adds
+the conversation's id in front and the upload's stamp behind (`copy_data`'s suffix).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from ..kinds import SenderKind
 
@@ -35,6 +37,7 @@ COPY_TRAILER = struct.pack(">h", -1)
 _LENGTH = struct.Struct(">i")
 _TIMESTAMP = struct.Struct(">iq")
 _INTEGER = struct.Struct(">ii")
+_BIGINT = struct.Struct(">iq")
 _DOUBLE = struct.Struct(">id")
 _NULL = _LENGTH.pack(-1)
 # A row's field count, then tenant_id and conversation_id (bigint: 8 bytes each).
@@ -108,6 +111,58 @@ def encode_agent(fields: Sequence[Any]) -> bytes:
     return _REPEATED[agent] + _INTEGER.pack(4, count)
 
 
+def encode_conversation(chat_id: str, fields: Sequence[Any]) -> bytes:
+    """A new conversation's measurement (ConversationRepository's MEASUREMENT_COLUMNS up to,
+    not including, updated_at; times as aware datetimes), then its chat id, COPY-encoded."""
+    (
+        platform,
+        messages,
+        customer_messages,
+        agent_messages,
+        bot_messages,
+        first_at,
+        last_at,
+        duration,
+        first_response,
+        first_agent,
+        average_response,
+        replies,
+        contacts,
+    ) = fields
+    return b"".join(
+        (
+            _REPEATED[platform],
+            _INTEGER.pack(4, messages),
+            _INTEGER.pack(4, customer_messages),
+            _INTEGER.pack(4, agent_messages),
+            _INTEGER.pack(4, bot_messages),
+            _time(first_at),
+            _time(last_at),
+            _DOUBLE.pack(8, duration),
+            _NULL if first_response is None else _DOUBLE.pack(8, first_response),
+            _REPEATED[first_agent],
+            _NULL if average_response is None else _DOUBLE.pack(8, average_response),
+            _INTEGER.pack(4, replies),
+            _INTEGER.pack(4, contacts),
+            _text(chat_id),
+        )
+    )
+
+
+def first_text(data: bytes) -> str | None:
+    """The first field of a packed row, a text (a message's key, a conversation's
+    platform), without decoding the rest."""
+    (length,) = _LENGTH.unpack_from(data, 0)
+    if length < 0:
+        return None
+    return data[4 : 4 + length].decode()
+
+
+def encode_stamp(moment: datetime, version: int) -> bytes:
+    """A time and a bigint (a conversation's updated_at and data_version), COPY-encoded."""
+    return _time(moment) + _BIGINT.pack(8, version)
+
+
 def decode_message(data: bytes) -> tuple[Any, ...]:
     """The fields `encode_message` was given (sender as a SenderKind, sent_at in UTC)."""
     fields: list[Any] = []
@@ -134,21 +189,25 @@ def decode_message(data: bytes) -> tuple[Any, ...]:
 
 def message_key(data: bytes) -> str:
     """A packed message's key (its first field, never NULL), without decoding the rest."""
-    (length,) = _LENGTH.unpack_from(data, 0)
-    return data[4 : 4 + length].decode()
+    return cast(str, first_text(data))
 
 
 def copy_data(
-    tenant_id: int, chats: Iterable[tuple[int, Sequence[bytes]]], fields: int = MESSAGE_FIELDS
+    tenant_id: int,
+    chats: Iterable[tuple[int, Sequence[bytes]]],
+    fields: int = MESSAGE_FIELDS,
+    suffix: bytes = b"",
 ) -> bytes:
-    """Binary COPY data for the columns tenant_id, conversation_id and the `fields` packed
-    ones (by default a message's: "tenant_id", *INSERT_COLUMNS): each chat is
-    (conversation_id, packed rows). Empty chats add nothing."""
+    """Binary COPY data for the columns tenant_id, conversation_id (or a conversation's own
+    id) and `fields` more (by default a message's: "tenant_id", *INSERT_COLUMNS): each chat
+    is (conversation_id, packed rows), and `suffix`, fields already encoded, ends every
+    row (`fields` counts them). Empty chats add nothing."""
     parts = [COPY_HEADER]
     for conversation_id, rows in chats:
         if rows:
             start = _ROW_START.pack(fields + 2, 8, tenant_id, 8, conversation_id)
             parts.append(start)
-            parts.append(start.join(rows))
+            parts.append((suffix + start).join(rows))
+            parts.append(suffix)
     parts.append(COPY_TRAILER)
     return b"".join(parts)

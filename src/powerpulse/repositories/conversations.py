@@ -20,7 +20,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
-from ..ingest.pgcopy import encode_agent, encode_reply
+from ..ingest.pgcopy import (
+    copy_data,
+    encode_agent,
+    encode_conversation,
+    encode_reply,
+    encode_stamp,
+)
 from ..models import AnalysisStatus
 from ..services.filters import ConversationCriteria, ConversationOrder
 from .base import Repository, cell_kind, export_select
@@ -134,6 +140,8 @@ MEASUREMENT_COLUMNS = (
     "contact_count",
     "updated_at",
 )
+# What an insert stamps every new conversation with (pgcopy.encode_stamp's order).
+STAMP_COLUMNS = ("updated_at", "data_version")
 
 
 class ConversationRepository(Repository):
@@ -327,26 +335,55 @@ class ConversationRepository(Repository):
         }
 
     async def insert_many(
-        self, tenant_id: int, rows: Sequence[tuple[Any, ...]], *, version: int
+        self,
+        tenant_id: int,
+        chats: Sequence[tuple[str, Any]],
+        *,
+        version: int,
+        updated_at: Any,
     ) -> dict[str, int]:
-        """Insert new conversations, stamped with `version`; returns their ids by chat id.
+        """Insert new conversations, stamped with `version` and `updated_at`; returns their
+        ids by chat id.
 
-        Rows are (chat_id, *MEASUREMENT_COLUMNS values), timestamps in storage form
-        (kinds.storage_timestamps). Ids are taken before the rows go in, so no lookup follows the
+        Chats are (chat_id, measurement): the values of MEASUREMENT_COLUMNS up to, not
+        including, updated_at, timestamps in storage form (kinds.storage_timestamps), as is
+        `updated_at`. On PostgreSQL a measurement may be packed for COPY already, chat id
+        included (pgcopy.encode_conversation), as an upload packs it; all go to the server
+        in one binary COPY. Ids are taken before the rows go in, so no lookup follows the
         insert. Call it in a write transaction that has already written (an upload's begins
         by raising the tenant's version): on SQLite it is then the only writer until it
         commits.
         """
-        if not rows:
+        if not chats:
             return {}
-        ids = await self._new_ids(len(rows))
-        await self.bulk_insert(
-            conversations,
-            ("id", "tenant_id", "data_version", "chat_id", *MEASUREMENT_COLUMNS),
-            [(new_id, tenant_id, version, *row) for new_id, row in zip(ids, rows, strict=True)],
-            prepared=True,
-        )
-        return {row[0]: new_id for new_id, row in zip(ids, rows, strict=True)}
+        ids = await self._new_ids(len(chats))
+        if self.is_postgres:
+            packed = [
+                (
+                    new_id,
+                    [
+                        measurement
+                        if isinstance(measurement, bytes)
+                        else encode_conversation(chat_id, measurement)
+                    ],
+                )
+                for new_id, (chat_id, measurement) in zip(ids, chats, strict=True)
+            ]
+            # The packed fields, then the stamp: updated_at and data_version.
+            columns = ("tenant_id", "id", *MEASUREMENT_COLUMNS[:-1], "chat_id", *STAMP_COLUMNS)
+            data = copy_data(tenant_id, packed, len(columns) - 2, encode_stamp(updated_at, version))
+            await self.copy_binary(conversations, columns, data)
+        else:
+            await self.bulk_insert(
+                conversations,
+                ("id", "tenant_id", "chat_id", *MEASUREMENT_COLUMNS[:-1], *STAMP_COLUMNS),
+                [
+                    (new_id, tenant_id, chat_id, *measurement, updated_at, version)
+                    for new_id, (chat_id, measurement) in zip(ids, chats, strict=True)
+                ],
+                prepared=True,
+            )
+        return {chat_id: new_id for new_id, (chat_id, _) in zip(ids, chats, strict=True)}
 
     async def _new_ids(self, count: int) -> list[int]:
         if self.is_postgres:

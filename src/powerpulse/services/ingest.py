@@ -20,6 +20,7 @@ from ..ingest.packing import (
     PackedChat,
     TimestampForm,
     pack_measured,
+    platform_of,
     row_key,
     row_values,
 )
@@ -256,7 +257,7 @@ class _BatchStore:
             changed_rows.append(
                 {
                     "id": conversation_id,
-                    "platform": chat.measurement[0] if chat.measurement else None,
+                    "platform": platform_of(chat.measurement),
                     "message_count": measured.message_count,
                     "customer_message_count": measured.customer_message_count,
                     "agent_message_count": measured.agent_message_count,
@@ -275,8 +276,9 @@ class _BatchStore:
 
         created = await conversations.insert_many(
             tenant_id,
-            [(chat.chat_id, *chat.measurement, stamp) for chat in new_chats if chat.measurement],
+            [(chat.chat_id, chat.measurement) for chat in new_chats if chat.measurement],
             version=self.version,
+            updated_at=stamp,
         )
         await conversations.update_measurements(tenant_id, changed_rows, version=self.version)
 
@@ -338,8 +340,8 @@ class _BatchStore:
         fresh: list[Any] = []  # as packed
         platform: str | None = None
         for part in parts:
-            if platform is None and part.measurement is not None:
-                platform = part.measurement[0]
+            if platform is None:
+                platform = platform_of(part.measurement)
             for packed in part.rows:
                 key = row_key(packed)
                 if key in seen:
