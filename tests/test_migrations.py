@@ -27,6 +27,7 @@ from powerpulse.migrate import (
 )
 from powerpulse.models import Message
 from powerpulse.repositories.analyses import AnalysisRepository
+from powerpulse.repositories.conversations import ConversationRepository
 from powerpulse.repositories.messages import INSERT_COLUMNS, MessageRepository
 from powerpulse.settings import Settings
 
@@ -585,5 +586,222 @@ async def test_postgres_stores_analyses_and_topics_in_a_statement_per_batch(
                 )
             ).scalar_one()
         assert (stored, topics) == (50, 100)
+    finally:
+        await engine.dispose()
+
+
+async def _parent_keys(engine: Any) -> set[tuple[str, str, str]]:
+    """(table, column, referred table) of the keys that 0006 replaces on PostgreSQL."""
+
+    def read(connection: Any) -> set[tuple[str, str, str]]:
+        inspector = inspect(connection)
+        return {
+            (table, column, key["referred_table"])
+            for table in ("conversations", "analysis_tasks")
+            for key in inspector.get_foreign_keys(table)
+            for column in key["constrained_columns"]
+            if column in ("tenant_id", "job_id")
+        }
+
+    async with engine.connect() as connection:
+        return await connection.run_sync(read)
+
+
+PARENT_KEYS = {
+    ("conversations", "tenant_id", "tenants"),
+    ("analysis_tasks", "job_id", "analysis_jobs"),
+}
+NEW_CONVERSATION = (
+    "INSERT INTO conversations (tenant_id, chat_id, message_count, customer_message_count,"
+    " agent_message_count, bot_message_count, first_message_at, last_message_at,"
+    " duration_minutes, reply_count, contact_count, updated_at, data_version)"
+    " VALUES (:tenant, :chat, 1, 1, 0, 0, :now, :now, 0, 0, 1, :now, 0)"
+)
+
+
+def _assert_names_a_missing(error: BaseException, dialect: str, parent: str) -> None:
+    driver_error = error.orig if isinstance(error, DBAPIError) else error
+    if dialect == "postgresql":
+        assert getattr(driver_error, "sqlstate", None) == "23503"
+        assert f"names {parent} {MISSING}, which does not exist" in str(driver_error)
+    else:
+        assert "FOREIGN KEY constraint failed" in str(driver_error)
+
+
+async def test_conversations_and_tasks_must_name_a_tenant_and_a_job_that_exist(
+    database_url: str,
+) -> None:
+    """At head both engines refuse the same writes: SQLite by its foreign keys, PostgreSQL by
+    the triggers of 0006, for SQL statements and for an upload's COPY alike. Nothing already
+    stored changes."""
+    engine = create_engine(Settings(database_url=database_url))
+    dialect = engine.dialect.name
+    try:
+        await upgrade(engine)
+        assert await _parent_keys(engine) == (set() if dialect == "postgresql" else PARENT_KEYS)
+        (north,) = await _store_rows(engine, ("north",))
+        stored = await _counts(engine, north)
+        c1 = await _conversation_id(engine, north, "c1")
+        job = await _job_id(engine, north)
+        task = CONVERSATION_ROWS["analysis_tasks"]
+        refused_writes = [
+            (NEW_CONVERSATION, {"tenant": MISSING, "chat": "c9", "now": NOW}, "tenant"),
+            (
+                "UPDATE conversations SET tenant_id = :missing WHERE id = :c1",
+                {"missing": MISSING, "c1": c1},
+                "tenant",
+            ),
+            (task, {"tenant": north, "conversation": c1, "job": MISSING}, "analysis job"),
+            (
+                "UPDATE analysis_tasks SET job_id = :missing WHERE job_id = :job",
+                {"missing": MISSING, "job": job},
+                "analysis job",
+            ),
+        ]
+        for statement, values, parent in refused_writes:
+            with pytest.raises(IntegrityError) as refused:
+                async with engine.begin() as connection:
+                    await connection.execute(text(statement), values)
+            _assert_names_a_missing(refused.value, dialect, parent)
+
+        # As an upload stores conversations (binary COPY on PostgreSQL): one statement.
+        convert = sqlite_timestamp if dialect == "sqlite" else (lambda moment: moment)
+        measurement = ("web", 1, 1, 0, 0, convert(NOW), convert(NOW), 0.0, None, None, None, 0, 1)
+        with pytest.raises((sqlite3.IntegrityError, asyncpg.ForeignKeyViolationError)) as bulk:
+            async with engine.begin() as connection:
+                await ConversationRepository(connection).insert_many(
+                    MISSING,
+                    [("u1", measurement), ("u2", measurement)],
+                    version=1,
+                    updated_at=convert(NOW),
+                )
+        _assert_names_a_missing(bulk.value, dialect, "tenant")
+        assert await _counts(engine, north) == stored
+
+        # A tenant and a job that rows name keep their ids.
+        for statement in (
+            "UPDATE tenants SET id = :missing WHERE id = :north",
+            "UPDATE analysis_jobs SET id = :missing WHERE id = :job",
+        ):
+            with pytest.raises(IntegrityError):
+                async with engine.begin() as connection:
+                    await connection.execute(
+                        text(statement), {"missing": MISSING, "north": north, "job": job}
+                    )
+        # The same writes naming ones that exist are stored.
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(NEW_CONVERSATION), {"tenant": north, "chat": "c9", "now": NOW}
+            )
+            await ConversationRepository(connection).insert_many(
+                north, [("u1", measurement)], version=1, updated_at=convert(NOW)
+            )
+            await connection.execute(text(task), {"tenant": north, "conversation": c1, "job": job})
+        counts = await _counts(engine, north)
+        assert counts == {**stored, "analysis_tasks": stored["analysis_tasks"] + 1}
+        assert await _conversation_id(engine, north, "u1") > 0
+    finally:
+        await engine.dispose()
+
+
+async def test_deleting_a_job_deletes_its_tasks_and_a_tenant_its_conversations(
+    database_url: str,
+) -> None:
+    engine = create_engine(Settings(database_url=database_url))
+    try:
+        await upgrade(engine)
+        north, south = await _store_rows(engine, ("north", "south"))
+        job = await _job_id(engine, north)
+        async with engine.begin() as connection:
+            await connection.execute(text("DELETE FROM analysis_jobs WHERE id = :j"), {"j": job})
+        counts = await _counts(engine, north)
+        assert counts == {**{table: 2 for table in CONVERSATION_ROWS}, "analysis_tasks": 1}
+
+        async with engine.begin() as connection:
+            await connection.execute(text("DELETE FROM tenants WHERE id = :t"), {"t": north})
+            left = (
+                await connection.execute(
+                    text("SELECT count(*) FROM conversations WHERE tenant_id = :t"), {"t": north}
+                )
+            ).scalar_one()
+        assert left == 0
+        assert await _counts(engine, north) == {table: 0 for table in CONVERSATION_ROWS}
+        assert await _counts(engine, south) == {table: 2 for table in CONVERSATION_ROWS}
+        if engine.dialect.name == "postgresql":
+            async with engine.begin() as connection:
+                await connection.execute(text("TRUNCATE analysis_jobs CASCADE"))
+            assert (await _counts(engine, south))["analysis_tasks"] == 0
+            async with engine.begin() as connection:
+                await connection.execute(text("TRUNCATE tenants CASCADE"))
+                left = (
+                    await connection.execute(text("SELECT count(*) FROM conversations"))
+                ).scalar_one()
+            assert left == 0
+            assert await _counts(engine, south) == {table: 0 for table in CONVERSATION_ROWS}
+    finally:
+        await engine.dispose()
+
+
+async def test_postgres_tenant_checks_lock_as_a_foreign_key_does(postgres_url: str) -> None:
+    """A writer's conversations keep their tenant from being deleted until it commits, and a
+    writer naming a tenant that another transaction deletes fails once that commits."""
+    engine = create_engine(Settings(database_url=postgres_url))
+    try:
+        await upgrade(engine)
+        north, south = await _store_rows(engine, ("north", "south"))
+        async with engine.connect() as connection:
+            repeatable = await connection.execution_options(isolation_level="REPEATABLE READ")
+            with pytest.raises(DBAPIError) as refused:
+                await repeatable.execute(text("DELETE FROM tenants WHERE id = :t"), {"t": north})
+            assert getattr(refused.value.orig, "sqlstate", None) == "55000"
+
+        async with engine.connect() as writer, engine.connect() as deleter:
+            await writer.execute(text(NEW_CONVERSATION), {"tenant": north, "chat": "w", "now": NOW})
+            await deleter.execute(text("SET lock_timeout = '200ms'"))
+            with pytest.raises(DBAPIError) as blocked:
+                await deleter.execute(text("DELETE FROM tenants WHERE id = :t"), {"t": north})
+            assert getattr(blocked.value.orig, "sqlstate", None) == "55P03"
+            await deleter.rollback()
+            await writer.commit()
+        assert await _conversation_id(engine, north, "w") > 0
+
+        async with engine.connect() as deleter, engine.connect() as writer:
+            await deleter.execute(text("DELETE FROM tenants WHERE id = :t"), {"t": south})
+            write = asyncio.create_task(
+                writer.execute(
+                    text(NEW_CONVERSATION), {"tenant": south, "chat": "late", "now": NOW}
+                )
+            )
+            await asyncio.sleep(0.3)
+            assert not write.done()  # waiting for the deleting transaction
+            await deleter.commit()
+            with pytest.raises(IntegrityError) as refused:
+                await write
+            assert getattr(refused.value.orig, "sqlstate", None) == "23503"
+        async with engine.connect() as connection:
+            left = (
+                await connection.execute(
+                    text("SELECT count(*) FROM conversations WHERE tenant_id = :t"), {"t": south}
+                )
+            ).scalar_one()
+        assert left == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_0006_downgrades_to_the_foreign_keys_and_back(database_url: str) -> None:
+    engine = create_engine(Settings(database_url=database_url))
+    try:
+        await upgrade(engine)
+        (north,) = await _store_rows(engine, ("north",))
+        stored = await _counts(engine, north)
+        await downgrade(engine, "0005")
+        assert await _parent_keys(engine) == PARENT_KEYS
+        assert await _counts(engine, north) == stored
+        await upgrade(engine)
+        assert await schema_differences(engine) == []
+        on_postgres = engine.dialect.name == "postgresql"
+        assert await _parent_keys(engine) == (set() if on_postgres else PARENT_KEYS)
+        assert await _counts(engine, north) == stored
     finally:
         await engine.dispose()

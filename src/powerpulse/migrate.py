@@ -67,6 +67,24 @@ CONVERSATION_ROW_TABLES = tuple(
     for table in SQLModel.metadata.sorted_tables
     if any(key.column.table.name == "conversations" for key in table.foreign_keys)
 )
+# Two more keys that PostgreSQL checks by triggers since migration 0006: (table, referred
+# table) -> the triggers of that key, on either table.
+POSTGRES_TRIGGER_KEYS = {
+    ("conversations", "tenants"): (
+        ("conversations", "conversations_tenant_insert"),
+        ("conversations", "conversations_tenant_update"),
+        ("tenants", "tenants_delete_conversations"),
+        ("tenants", "tenants_truncate_conversations"),
+        ("tenants", "tenants_keep_id"),
+    ),
+    ("analysis_tasks", "analysis_jobs"): (
+        ("analysis_tasks", "analysis_tasks_job_insert"),
+        ("analysis_tasks", "analysis_tasks_job_update"),
+        ("analysis_jobs", "analysis_jobs_delete_analysis_tasks"),
+        ("analysis_jobs", "analysis_jobs_truncate_analysis_tasks"),
+        ("analysis_jobs", "analysis_jobs_keep_id"),
+    ),
+}
 POSTGRES_TRIGGERS = frozenset(
     [
         *(
@@ -77,20 +95,24 @@ POSTGRES_TRIGGERS = frozenset(
         ("conversations", "conversations_delete_rows"),
         ("conversations", "conversations_truncate_rows"),
         ("conversations", "conversations_keep_id"),
+        *(trigger for triggers in POSTGRES_TRIGGER_KEYS.values() for trigger in triggers),
     ]
 )
 
 
 def schema_filter(dialect: str) -> Any:
-    """Alembic's include_object for a dialect: on PostgreSQL the models' keys to
-    conversations are not expected in the database (their triggers are)."""
+    """Alembic's include_object for a dialect: on PostgreSQL the models' keys that triggers
+    replace (to conversations, and POSTGRES_TRIGGER_KEYS) are not expected in the database."""
 
     def include(item: Any, name: str | None, kind: str, reflected: bool, compare_to: Any) -> bool:
         return not (
             dialect == "postgresql"
             and kind == "foreign_key_constraint"
             and not reflected
-            and item.referred_table.name == "conversations"
+            and (
+                item.referred_table.name == "conversations"
+                or (item.table.name, item.referred_table.name) in POSTGRES_TRIGGER_KEYS
+            )
         )
 
     return include

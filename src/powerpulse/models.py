@@ -170,6 +170,8 @@ class Conversation(SQLModel, table=True):
     )
 
     id: int | None = _id_column()
+    # SQLite enforces the key; on PostgreSQL triggers of migration 0006 do, once per
+    # statement (migrate.POSTGRES_TRIGGER_KEYS): an upload's conversations all name one tenant.
     tenant_id: int = _tenant_column()
     chat_id: str = Field(sa_column=Column(String(255), nullable=False))
     platform: str | None = Field(default=None, sa_column=Column(String(50)))
@@ -361,6 +363,8 @@ class AnalysisTask(SQLModel, table=True):
 
     id: int | None = _id_column()
     tenant_id: int = _conversation_tenant_column()
+    # SQLite enforces the key; on PostgreSQL triggers of migration 0006 do, once per
+    # statement (migrate.POSTGRES_TRIGGER_KEYS), as for conversations' tenant_id.
     job_id: int = Field(
         sa_column=Column(
             BigIntId, ForeignKey("analysis_jobs.id", ondelete="CASCADE"), nullable=False
