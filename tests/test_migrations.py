@@ -428,6 +428,39 @@ async def test_deleting_conversations_or_their_tenant_deletes_their_rows(
         await engine.dispose()
 
 
+Statement = tuple[str, dict[str, Any]]
+
+
+async def _delete_waits_for_writer(engine: Any, write: Statement, delete: Statement) -> None:
+    """`delete` cannot take its locks while `write` is uncommitted (it gives up after its
+    lock timeout), and deletes once the writer has committed."""
+    async with engine.connect() as writer, engine.connect() as deleter:
+        await writer.execute(text(write[0]), write[1])
+        await deleter.execute(text("SET lock_timeout = '200ms'"))
+        with pytest.raises(DBAPIError) as blocked:
+            await deleter.execute(text(delete[0]), delete[1])
+        assert getattr(blocked.value.orig, "sqlstate", None) == "55P03"  # lock_not_available
+        await deleter.rollback()
+        await writer.commit()
+        await deleter.execute(text(delete[0]), delete[1])
+        await deleter.commit()
+
+
+async def _writer_fails_after_delete(engine: Any, delete: Statement, write: Statement) -> None:
+    """A `write` naming what an uncommitted `delete` removes waits for the deleting
+    transaction, then fails as a foreign key would (23503) once it commits."""
+    async with engine.connect() as deleter, engine.connect() as writer:
+        await deleter.execute(text(delete[0]), delete[1])
+        pending = asyncio.create_task(writer.execute(text(write[0]), write[1]))
+        await asyncio.sleep(0.3)
+        assert not pending.done()  # waiting for the deleting transaction
+        await deleter.commit()
+        with pytest.raises(IntegrityError) as refused:
+            await pending
+        assert getattr(refused.value.orig, "sqlstate", None) == "23503"
+        await writer.rollback()
+
+
 async def test_postgres_conversation_checks_lock_as_a_foreign_key_does(postgres_url: str) -> None:
     """A writer's rows keep their conversation from being deleted until it commits, and a
     writer naming a conversation that another transaction deletes fails once that commits,
@@ -456,30 +489,17 @@ async def test_postgres_conversation_checks_lock_as_a_foreign_key_does(postgres_
                 assert "READ COMMITTED" in str(refused.value.orig)
         assert await _counts(engine, north) == {table: 2 for table in CONVERSATION_ROWS}
 
-        async with engine.connect() as writer, engine.connect() as deleter:
-            await writer.execute(text(message), {"t": north, "c": c1, "key": "p:w", "now": NOW})
-            await deleter.execute(text("SET lock_timeout = '200ms'"))
-            with pytest.raises(DBAPIError) as blocked:
-                await deleter.execute(text("DELETE FROM conversations WHERE id = :c"), {"c": c1})
-            assert getattr(blocked.value.orig, "sqlstate", None) == "55P03"  # lock_not_available
-            await deleter.rollback()
-            await writer.commit()
-            await deleter.execute(text("DELETE FROM conversations WHERE id = :c"), {"c": c1})
-            await deleter.commit()
+        await _delete_waits_for_writer(
+            engine,
+            (message, {"t": north, "c": c1, "key": "p:w", "now": NOW}),
+            ("DELETE FROM conversations WHERE id = :c", {"c": c1}),
+        )
         assert (await _counts(engine, north))["messages"] == 1
-
-        async with engine.connect() as deleter, engine.connect() as writer:
-            await deleter.execute(text("DELETE FROM conversations WHERE id = :c"), {"c": c2})
-            write = asyncio.create_task(
-                writer.execute(text(message), {"t": north, "c": c2, "key": "p:late", "now": NOW})
-            )
-            await asyncio.sleep(0.3)
-            assert not write.done()  # waiting for the deleting transaction
-            await deleter.commit()
-            with pytest.raises(IntegrityError) as refused:
-                await write
-            assert getattr(refused.value.orig, "sqlstate", None) == "23503"
-            await writer.rollback()
+        await _writer_fails_after_delete(
+            engine,
+            ("DELETE FROM conversations WHERE id = :c", {"c": c2}),
+            (message, {"t": north, "c": c2, "key": "p:late", "now": NOW}),
+        )
         assert await _counts(engine, north) == {table: 0 for table in CONVERSATION_ROWS}
     finally:
         await engine.dispose()
@@ -755,36 +775,24 @@ async def test_postgres_tenant_checks_lock_as_a_foreign_key_does(postgres_url: s
                 await repeatable.execute(text("DELETE FROM tenants WHERE id = :t"), {"t": north})
             assert getattr(refused.value.orig, "sqlstate", None) == "55000"
 
-        async with engine.connect() as writer, engine.connect() as deleter:
-            await writer.execute(text(NEW_CONVERSATION), {"tenant": north, "chat": "w", "now": NOW})
-            await deleter.execute(text("SET lock_timeout = '200ms'"))
-            with pytest.raises(DBAPIError) as blocked:
-                await deleter.execute(text("DELETE FROM tenants WHERE id = :t"), {"t": north})
-            assert getattr(blocked.value.orig, "sqlstate", None) == "55P03"
-            await deleter.rollback()
-            await writer.commit()
-        assert await _conversation_id(engine, north, "w") > 0
-
-        async with engine.connect() as deleter, engine.connect() as writer:
-            await deleter.execute(text("DELETE FROM tenants WHERE id = :t"), {"t": south})
-            write = asyncio.create_task(
-                writer.execute(
-                    text(NEW_CONVERSATION), {"tenant": south, "chat": "late", "now": NOW}
-                )
-            )
-            await asyncio.sleep(0.3)
-            assert not write.done()  # waiting for the deleting transaction
-            await deleter.commit()
-            with pytest.raises(IntegrityError) as refused:
-                await write
-            assert getattr(refused.value.orig, "sqlstate", None) == "23503"
+        await _delete_waits_for_writer(
+            engine,
+            (NEW_CONVERSATION, {"tenant": north, "chat": "w", "now": NOW}),
+            ("DELETE FROM tenants WHERE id = :t", {"t": north}),
+        )
+        await _writer_fails_after_delete(
+            engine,
+            ("DELETE FROM tenants WHERE id = :t", {"t": south}),
+            (NEW_CONVERSATION, {"tenant": south, "chat": "late", "now": NOW}),
+        )
         async with engine.connect() as connection:
             left = (
                 await connection.execute(
-                    text("SELECT count(*) FROM conversations WHERE tenant_id = :t"), {"t": south}
+                    text("SELECT count(*) FROM conversations WHERE tenant_id IN (:n, :s)"),
+                    {"n": north, "s": south},
                 )
             ).scalar_one()
-        assert left == 0
+        assert left == 0  # the conversation written before the delete went with its tenant
     finally:
         await engine.dispose()
 
