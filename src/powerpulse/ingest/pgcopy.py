@@ -20,7 +20,7 @@ the conversation's id in front and the upload's stamp behind (`copy_data`'s suff
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -40,6 +40,8 @@ _INTEGER = struct.Struct(">ii")
 _BIGINT = struct.Struct(">iq")
 _DOUBLE = struct.Struct(">id")
 _NULL = _LENGTH.pack(-1)
+_BOOL_TRUE = _LENGTH.pack(1) + b"\x01"
+_BOOL_FALSE = _LENGTH.pack(1) + b"\x00"
 # A row's field count, then tenant_id and conversation_id (bigint: 8 bytes each).
 _ROW_START = struct.Struct(">hiqiq")
 # The fields of a packed message; where its sender and its time are (the rest is text).
@@ -161,6 +163,21 @@ def first_text(data: bytes) -> str | None:
 def encode_stamp(moment: datetime, version: int) -> bytes:
     """A time and a bigint (a conversation's updated_at and data_version), COPY-encoded."""
     return _time(moment) + _BIGINT.pack(8, version)
+
+
+def _nullable(encode: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    return lambda value: _NULL if value is None else encode(value)
+
+
+# A field of each PostgreSQL type PowerPulse stores, COPY-encoded (NULL for None).
+FIELD_ENCODERS: dict[str, Callable[[Any], bytes]] = {
+    "text": _text,
+    "int4": _nullable(lambda value: _INTEGER.pack(4, value)),
+    "int8": _nullable(lambda value: _BIGINT.pack(8, value)),
+    "float8": _nullable(lambda value: _DOUBLE.pack(8, value)),
+    "bool": _nullable(lambda value: _BOOL_TRUE if value else _BOOL_FALSE),
+    "timestamptz": _nullable(_time),
+}
 
 
 def decode_message(data: bytes) -> tuple[Any, ...]:

@@ -80,23 +80,23 @@ class AnalysisRepository(Repository):
                 )
                 .values(status=AnalysisStatus.PENDING.value, updated_at=now, data_version=version)
             )
-        await self.bulk_insert(
+        await self.insert_for_conversations(
             analyses,
-            (
-                "conversation_id",
-                "tenant_id",
-                "status",
-                "input_tokens",
-                "output_tokens",
-                "cost_usd",
-                "updated_at",
-                "data_version",
-            ),
+            tenant_id,
+            (),
             [
-                (conversation_id, tenant_id, AnalysisStatus.PENDING.value, 0, 0, 0.0, now, version)
+                (conversation_id, ())
                 for conversation_id in conversation_ids
                 if conversation_id not in existing
             ],
+            {
+                "status": AnalysisStatus.PENDING.value,
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "cost_usd": 0.0,
+                "updated_at": now,
+                "data_version": version,
+            },
         )
 
     async def state_of(

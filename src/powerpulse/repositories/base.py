@@ -6,8 +6,11 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ColumnElement,
+    Float,
+    Integer,
     String,
     any_,
     bindparam,
@@ -18,7 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..ingest.pgcopy import copy_data
+from ..ingest.pgcopy import FIELD_ENCODERS, copy_data
 from ..kinds import sqlite_timestamp
 from ..models import UTCDateTime
 
@@ -32,6 +35,26 @@ def _sqlite_converters(table: Any, columns: Sequence[str]) -> list[tuple[int, An
         elif isinstance(column_type, Boolean):
             converters.append((index, lambda value: None if value is None else int(value)))
     return converters
+
+
+def _copy_encoder(column: Any) -> Callable[[Any], bytes]:
+    """How PostgreSQL's binary COPY takes a value of this column (pgcopy.FIELD_ENCODERS)."""
+    column_type = column.type
+    if isinstance(column_type, UTCDateTime):
+        kind = "timestamptz"
+    elif isinstance(column_type, Boolean):
+        kind = "bool"
+    elif isinstance(column_type, BigInteger):
+        kind = "int8"
+    elif isinstance(column_type, Integer):
+        kind = "int4"
+    elif isinstance(column_type, Float):
+        kind = "float8"
+    elif isinstance(column_type, String):
+        kind = "text"
+    else:
+        raise TypeError(f"no COPY encoding for {column} ({column_type})")
+    return FIELD_ENCODERS[kind]
 
 
 def cell_kind(column: Any) -> str:
@@ -147,6 +170,46 @@ class Repository:
             [(tenant_id, conversation_id, *row) for conversation_id, rows in chats for row in rows],
             prepared=True,
         )
+
+    async def insert_for_conversations(
+        self,
+        table: Any,
+        tenant_id: int,
+        columns: Sequence[str],
+        rows: Sequence[tuple[int, tuple[Any, ...]]],
+        constants: Mapping[str, Any],
+    ) -> None:
+        """Insert one row per (conversation_id, values of `columns`), in the given order,
+        each with the tenant and the `constants` (column -> the value of every row).
+
+        On PostgreSQL all go in one binary COPY, each distinct tuple of values encoded
+        once by its columns' types, and the constants once for all: an upload's analysis
+        rows and tasks differ by their conversation alone. Times are datetimes.
+        """
+        if not rows:
+            return
+        names = ("tenant_id", "conversation_id", *columns, *constants)
+        if not self.is_postgres:
+            fixed = tuple(constants.values())
+            await self.bulk_insert(
+                table,
+                names,
+                [(tenant_id, conversation_id, *values, *fixed) for conversation_id, values in rows],
+            )
+            return
+        encoders = [_copy_encoder(table.c[name]) for name in columns]
+        suffix = b"".join(_copy_encoder(table.c[name])(value) for name, value in constants.items())
+        encoded: dict[tuple[Any, ...], bytes] = {}
+        chats = []
+        for conversation_id, values in rows:
+            packed = encoded.get(values)
+            if packed is None:
+                packed = encoded[values] = b"".join(
+                    encode(value) for encode, value in zip(encoders, values, strict=True)
+                )
+            chats.append((conversation_id, [packed]))
+        fields = len(columns) + len(constants)
+        await self.copy_binary(table, names, copy_data(tenant_id, chats, fields, suffix))
 
     async def copy_binary(self, table: Any, columns: Sequence[str], data: bytes) -> None:
         """PostgreSQL only: COPY rows already in binary COPY form (header to trailer) into

@@ -65,13 +65,12 @@ class JobRepository(Repository):
         self, tenant_id: int, job_id: int, conversations: Sequence[tuple[int, bool]]
     ) -> None:
         """Queue (conversation id, force) pairs for the job."""
-        await self.bulk_insert(
+        await self.insert_for_conversations(
             tasks,
-            ("tenant_id", "job_id", "conversation_id", "force", "state", "attempts"),
-            [
-                (tenant_id, job_id, conversation_id, force, TaskState.QUEUED.value, 0)
-                for conversation_id, force in conversations
-            ],
+            tenant_id,
+            ("force",),
+            [(conversation_id, (force,)) for conversation_id, force in conversations],
+            {"job_id": job_id, "state": TaskState.QUEUED.value, "attempts": 0},
         )
 
     async def set_totals(
