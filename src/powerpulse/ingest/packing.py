@@ -79,7 +79,7 @@ def platform_of(measurement: tuple[Any, ...] | bytes | None) -> str | None:
         return None
     if isinstance(measurement, bytes):
         return first_text(measurement)
-    return measurement[0]  # type: ignore[no-any-return]
+    return measurement[0]
 
 
 def pack_rows(
