@@ -141,6 +141,19 @@ async def test_a_reupload_reads_only_its_chats_stored_messages_on_postgresql(
             assert scans == 0, "read every message of the table"
             assert read <= 3 * len(asked), f"read {read} index entries for {len(facts)} messages"
 
+            # The keys alone, read first to find what is new, the same way.
+            before = await _index_rows_read(connection, "messages")
+            scans = await _sequential_scans(connection, "messages")
+            keys = await messages.keys_for(tenant_id, asked)
+            read = await _index_rows_read(connection, "messages") - before
+            scans = await _sequential_scans(connection, "messages") - scans
+
+            assert keys == {
+                stored[f"chat-{n}"]: {f"p:{n}-{m}" for m in range(3)} for n in range(0, 3000, 60)
+            }
+            assert scans == 0, "read every message of the table"
+            assert read <= 3 * len(asked), f"read {read} index entries for {3 * len(asked)} keys"
+
         # What the analysis of an upload reads of the same conversations, the same way.
         before = await _index_rows_read(connection, "messages")
         scans = await _sequential_scans(connection, "messages")
@@ -152,3 +165,34 @@ async def test_a_reupload_reads_only_its_chats_stored_messages_on_postgresql(
         assert all(len(transcript) == 3 for transcript in transcripts.values())
         assert scans == 0, "read every message of the table"
         assert read <= 3 * len(asked), f"read {read} index entries for {3 * len(asked)} messages"
+
+
+async def test_stored_keys_are_found_by_conversation_within_the_tenant(
+    database: Database,
+) -> None:
+    async with database.write() as connection:
+        tenants = TenantRepository(connection)
+        ours, theirs = await tenants.create("ours"), await tenants.create("theirs")
+        mine = await _store(connection, ours, ["a", "b", "silent"])
+        other = await _store(connection, theirs, ["a"])
+        convert = storage_timestamps(connection.dialect.name) or (lambda moment: moment)
+        row = ("CUSTOMER", "hi", convert(T0), None, None, None, None)
+        await MessageRepository(connection).insert_chats(
+            ours,
+            [
+                (mine["a"], [("p:1", None, *row), ("p:2", "2", *row)]),
+                (mine["b"], [("h:x", None, *row)]),
+            ],
+        )
+        await MessageRepository(connection).insert_chats(
+            theirs, [(other["a"], [("p:9", None, *row)])]
+        )
+    async with database.read() as connection:
+        messages = MessageRepository(connection)
+        asked = [mine["a"], mine["b"], mine["silent"], other["a"]]
+        assert await messages.keys_for(ours, asked) == {
+            mine["a"]: {"p:1", "p:2"},
+            mine["b"]: {"h:x"},
+        }
+        assert await messages.keys_for(theirs, asked) == {other["a"]: {"p:9"}}
+        assert await messages.keys_for(ours, []) == {}

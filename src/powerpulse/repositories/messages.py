@@ -63,6 +63,24 @@ class MessageRepository(Repository):
         rows = await self.lookup(self._in_time_order(FACT_COLUMNS, tenant_id, conversation_ids))
         return list(rows.mappings())
 
+    async def keys_for(
+        self, tenant_id: int, conversation_ids: Sequence[int]
+    ) -> dict[int, set[str]]:
+        """The keys of the stored messages of these conversations (those with none are left
+        out)."""
+        found: dict[int, set[str]] = {}
+        if not conversation_ids:
+            return found
+        rows = await self.lookup(
+            self._in_time_order((_m.conversation_id, _m.message_key), tenant_id, conversation_ids)
+        )
+        for conversation_id, key in rows:
+            keys = found.get(conversation_id)
+            if keys is None:
+                keys = found[conversation_id] = set()
+            keys.add(key)
+        return found
+
     async def transcripts_for(
         self, tenant_id: int, conversation_ids: Sequence[int]
     ) -> dict[int, list[Mapping[str, Any]]]:

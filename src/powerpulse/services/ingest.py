@@ -46,6 +46,9 @@ class StoredMessage:
     agent: str | None
 
 
+# A chat's messages as metrics see them, each after its place in time order.
+_Timeline = list[tuple[tuple[Any, ...], StoredMessage]]
+
 ProgressCallback = Callable[[UploadReport], None]
 
 
@@ -227,7 +230,23 @@ class _BatchStore:
             chats.setdefault(chat.chat_id, []).append(chat)
 
         existing_ids = await conversations.ids_by_chat_id(tenant_id, chats)
-        stored = await self._stored_facts(list(existing_ids.values()))
+        # The new messages of each chat stored already or repeated in the batch. Only the
+        # keys of what is stored are read for that: a file sent again, whole or as the
+        # overlap of consecutive exports, has nothing new in most chats.
+        stored_keys = await self.messages.keys_for(tenant_id, list(existing_ids.values()))
+        fresh: dict[str, tuple[list[Any], str | None]] = {}
+        for chat_id, parts in chats.items():
+            conversation_id = existing_ids.get(chat_id)
+            if conversation_id is None and len(parts) == 1:
+                continue  # the common case, below
+            seen = set() if conversation_id is None else stored_keys.get(conversation_id, set())
+            rows, platform = self._new_rows(parts, seen)
+            if rows:
+                fresh[chat_id] = (rows, platform)
+        # What metric computation needs of the stored messages, for the chats that changed.
+        timelines = await self._stored_timelines(
+            [existing_ids[chat_id] for chat_id in fresh if chat_id in existing_ids]
+        )
 
         now = utcnow()
         stamp = now if self.timestamp is None else self.timestamp(now)
@@ -245,10 +264,12 @@ class _BatchStore:
                     new_chats.append(chat)
                     written.append((None, chat))
                 continue
-            remeasured = self._remeasure(chat_id, parts, stored.get(conversation_id))
-            if remeasured is None:
-                continue
-            chat, measured = remeasured
+            if chat_id not in fresh:
+                continue  # nothing new
+            rows, platform = fresh[chat_id]
+            chat, measured = self._remeasure(
+                chat_id, rows, platform, timelines.get(conversation_id, [])
+            )
             written.append((conversation_id, chat))
             if conversation_id is None:
                 new_chats.append(chat)
@@ -301,20 +322,17 @@ class _BatchStore:
         report.conversations_created += len(created)
         report.conversations_updated += len(changed_rows)
         ids = {**existing_ids, **created}
-        fresh = {chat.chat_id for _, chat in stored_chats}
-        touched = {ids[chat_id]: chat_id in fresh for chat_id in chats if chat_id in ids}
+        grown = {chat.chat_id for _, chat in stored_chats}
+        touched = {ids[chat_id]: chat_id in grown for chat_id in chats if chat_id in ids}
         return touched, set(created.values())
 
-    async def _stored_facts(self, conversation_ids: list[int]) -> dict[int, _StoredChat]:
-        """What is already stored of these conversations: messages in time order, keys."""
-        stored: dict[int, _StoredChat] = {}
+    async def _stored_timelines(self, conversation_ids: list[int]) -> dict[int, _Timeline]:
+        """The stored messages of these conversations, in time order, as metrics see them."""
+        stored: dict[int, _Timeline] = {}
         if not conversation_ids:
             return stored
         for row in await self.messages.facts_for(self.tenant_id, conversation_ids):
-            chat = stored.get(row["conversation_id"])
-            if chat is None:
-                chat = stored[row["conversation_id"]] = _StoredChat([], set())
-            chat.timeline.append(
+            stored.setdefault(row["conversation_id"], []).append(
                 (
                     (row["sent_at"], 0, row["id"]),
                     StoredMessage(
@@ -324,20 +342,13 @@ class _BatchStore:
                     ),
                 )
             )
-            chat.keys.add(row["message_key"])
         return stored
 
-    def _remeasure(
-        self, chat_id: str, parts: list[PackedChat], stored: _StoredChat | None
-    ) -> tuple[PackedChat, ConversationMeasurements] | None:
-        """The new messages of a chat already stored, or repeated in the batch, measured
-        together with what is stored; None when nothing is new.
-
-        Stored messages come first in time ties (they were stored earlier); new ones follow
-        in file order (a repeated chat key's arrays one after the other).
-        """
-        seen = set(stored.keys) if stored else set()
-        fresh: list[Any] = []  # as packed
+    def _new_rows(self, parts: list[PackedChat], seen: set[str]) -> tuple[list[Any], str | None]:
+        """The rows (as packed) of a chat's arrays whose keys are not in `seen` (the stored
+        ones; a key repeated in the arrays counts once), and the chat's platform: the first
+        array's that has one. Adds the keys to `seen`, and counts the duplicates skipped."""
+        fresh: list[Any] = []
         platform: str | None = None
         for part in parts:
             if platform is None:
@@ -349,9 +360,18 @@ class _BatchStore:
                     continue
                 seen.add(key)
                 fresh.append(packed)
-        if not fresh:
-            return None
-        timeline: list[tuple[tuple[Any, ...], Any]] = list(stored.timeline if stored else [])
+        return fresh, platform
+
+    def _remeasure(
+        self, chat_id: str, fresh: list[Any], platform: str | None, stored: _Timeline
+    ) -> tuple[PackedChat, ConversationMeasurements]:
+        """The new messages of a chat already stored, or repeated in the batch, measured
+        together with what is stored.
+
+        Stored messages come first in time ties (they were stored earlier); new ones follow
+        in file order (a repeated chat key's arrays one after the other).
+        """
+        timeline: _Timeline = list(stored)
         for position, packed in enumerate(fresh):
             row = row_values(packed)
             sent_at = from_storage_timestamp(row[ROW_SENT_AT])
@@ -367,12 +387,6 @@ class _BatchStore:
             pack_measured(chat_id, fresh, platform, measured, self.timestamp, copy=self.copy),
             measured,
         )
-
-
-@dataclass(slots=True)
-class _StoredChat:
-    timeline: list[tuple[tuple[Any, ...], StoredMessage]]
-    keys: set[str]
 
 
 def _time_key(item: tuple[tuple[Any, ...], Any]) -> tuple[Any, ...]:
