@@ -37,24 +37,24 @@ def _sqlite_converters(table: Any, columns: Sequence[str]) -> list[tuple[int, An
     return converters
 
 
+# Column types and how binary COPY encodes their values (pgcopy.FIELD_ENCODERS), the first
+# that matches: a BigInteger is an Integer too, and a UTCDateTime wraps a DateTime.
+_COPY_KINDS = (
+    (UTCDateTime, "timestamptz"),
+    (Boolean, "bool"),
+    (BigInteger, "int8"),
+    (Integer, "int4"),
+    (Float, "float8"),
+    (String, "text"),
+)
+
+
 def _copy_encoder(column: Any) -> Callable[[Any], bytes]:
-    """How PostgreSQL's binary COPY takes a value of this column (pgcopy.FIELD_ENCODERS)."""
-    column_type = column.type
-    if isinstance(column_type, UTCDateTime):
-        kind = "timestamptz"
-    elif isinstance(column_type, Boolean):
-        kind = "bool"
-    elif isinstance(column_type, BigInteger):
-        kind = "int8"
-    elif isinstance(column_type, Integer):
-        kind = "int4"
-    elif isinstance(column_type, Float):
-        kind = "float8"
-    elif isinstance(column_type, String):
-        kind = "text"
-    else:
-        raise TypeError(f"no COPY encoding for {column} ({column_type})")
-    return FIELD_ENCODERS[kind]
+    """How PostgreSQL's binary COPY takes a value of this column."""
+    for column_type, kind in _COPY_KINDS:
+        if isinstance(column.type, column_type):
+            return FIELD_ENCODERS[kind]
+    raise TypeError(f"no COPY encoding for {column} ({column.type})")
 
 
 def cell_kind(column: Any) -> str:
