@@ -160,11 +160,6 @@ def first_text(data: bytes) -> str | None:
     return data[4 : 4 + length].decode()
 
 
-def encode_stamp(moment: datetime, version: int) -> bytes:
-    """A time and a bigint (a conversation's updated_at and data_version), COPY-encoded."""
-    return _time(moment) + _BIGINT.pack(8, version)
-
-
 def _nullable(encode: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
     return lambda value: _NULL if value is None else encode(value)
 

@@ -198,7 +198,7 @@ class Repository:
             )
             return
         encoders = [_copy_encoder(table.c[name]) for name in columns]
-        suffix = b"".join(_copy_encoder(table.c[name])(value) for name, value in constants.items())
+        suffix = self.copy_fields(table, constants)
         encoded: dict[tuple[Any, ...], bytes] = {}
         chats = []
         for conversation_id, values in rows:
@@ -210,6 +210,12 @@ class Repository:
             chats.append((conversation_id, [packed]))
         fields = len(columns) + len(constants)
         await self.copy_binary(table, names, copy_data(tenant_id, chats, fields, suffix))
+
+    @staticmethod
+    def copy_fields(table: Any, values: Mapping[str, Any]) -> bytes:
+        """PostgreSQL: values of these columns of `table`, in order, as binary COPY writes
+        fields (each encoded by its column's type): the end every row of a COPY shares."""
+        return b"".join(_copy_encoder(table.c[name])(value) for name, value in values.items())
 
     async def copy_binary(self, table: Any, columns: Sequence[str], data: bytes) -> None:
         """PostgreSQL only: COPY rows already in binary COPY form (header to trailer) into

@@ -25,7 +25,6 @@ from ..ingest.pgcopy import (
     encode_agent,
     encode_conversation,
     encode_reply,
-    encode_stamp,
 )
 from ..models import AnalysisStatus
 from ..services.filters import ConversationCriteria, ConversationOrder
@@ -140,8 +139,6 @@ MEASUREMENT_COLUMNS = (
     "contact_count",
     "updated_at",
 )
-# What an insert stamps every new conversation with (pgcopy.encode_stamp's order).
-STAMP_COLUMNS = ("updated_at", "data_version")
 
 
 class ConversationRepository(Repository):
@@ -369,14 +366,24 @@ class ConversationRepository(Repository):
                 )
                 for new_id, (chat_id, measurement) in zip(ids, chats, strict=True)
             ]
-            # The packed fields, then the stamp: updated_at and data_version.
-            columns = ("tenant_id", "id", *MEASUREMENT_COLUMNS[:-1], "chat_id", *STAMP_COLUMNS)
-            data = copy_data(tenant_id, packed, len(columns) - 2, encode_stamp(updated_at, version))
+            # The packed fields, then the stamp every row shares.
+            stamp = {"updated_at": updated_at, "data_version": version}
+            columns = ("tenant_id", "id", *MEASUREMENT_COLUMNS[:-1], "chat_id", *stamp)
+            data = copy_data(
+                tenant_id, packed, len(columns) - 2, self.copy_fields(conversations, stamp)
+            )
             await self.copy_binary(conversations, columns, data)
         else:
             await self.bulk_insert(
                 conversations,
-                ("id", "tenant_id", "chat_id", *MEASUREMENT_COLUMNS[:-1], *STAMP_COLUMNS),
+                (
+                    "id",
+                    "tenant_id",
+                    "chat_id",
+                    *MEASUREMENT_COLUMNS[:-1],
+                    "updated_at",
+                    "data_version",
+                ),
                 [
                     (new_id, tenant_id, chat_id, *measurement, updated_at, version)
                     for new_id, (chat_id, measurement) in zip(ids, chats, strict=True)
