@@ -84,10 +84,10 @@ async def _sequential_scans(connection: AsyncConnection, table: str) -> int:
 
 
 async def test_a_first_upload_looks_its_chats_up_by_key_on_postgresql(postgres: Database) -> None:
-    """In a first upload the conversations table has never been analysed. Asking for a
-    batch's chat ids must still read about one index entry per chat id, not every
-    conversation of the tenant (which made the lookups of an upload grow with the square
-    of its size)."""
+    """Until it is first analysed, the conversations table has no statistics (an upload
+    right after the first, or the repeated chats of a first upload). Asking for a batch's
+    chat ids must still read about one index entry per chat id, not every conversation of
+    the tenant (which made the lookups of an upload grow with the square of its size)."""
     async with postgres.write() as connection:
         tenant_id = await TenantRepository(connection).create("acme")
     async with postgres.write(bulk=True) as connection:

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from powerpulse.db import Database, create_engine, create_schema
 from powerpulse.errors import InvalidUpload
@@ -26,6 +26,7 @@ from powerpulse.models import (
 )
 from powerpulse.repositories.conversations import ConversationRepository
 from powerpulse.repositories.tenants import TenantRepository
+from powerpulse.services import ingest as ingest_service
 from powerpulse.services.analytics import AnalyticsService
 from powerpulse.services.conversations import ConversationService
 from powerpulse.services.filters import ConversationFilter, ConversationOrder, resolve_filter
@@ -496,6 +497,82 @@ async def test_duplicate_chat_keys_in_one_file_merge_into_one_conversation(
     assert row["reply_count"] == 2
     assert row["avg_response_time_minutes"] == 5.0
     assert await env.reply_minutes("x") == [7.0, 3.0]
+
+
+class _ChatLookups:
+    """Counts the statements that look an upload's chats up among stored conversations."""
+
+    def __init__(self, database: Database) -> None:
+        self.count = 0
+        self._engine = database.engine.sync_engine
+
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        lowered = " ".join(statement.split()).lower()
+        if lowered.startswith("select") and "conversations.chat_id" in lowered:
+            self.count += 1
+
+    def __enter__(self) -> _ChatLookups:
+        event.listen(self._engine, "before_cursor_execute", self._seen)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        event.remove(self._engine, "before_cursor_execute", self._seen)
+
+
+async def test_a_tenants_first_upload_looks_up_only_the_chats_it_repeats(
+    make_env: Callable[..., Any],
+) -> None:
+    """Into a tenant with no conversations, a chat is stored already only if the same upload
+    created it: only repeated chat keys are looked up. Once the tenant has conversations,
+    every chat is (another tenant's conversations do not count)."""
+    env = await make_env(ingest_batch_chats=1)
+    async with env.database.write() as connection:
+        other = await TenantRepository(connection).create("other")
+    await env.service.ingest(other, export({"a": [customer(at(-60))]}))
+
+    with _ChatLookups(env.database) as lookups:
+        report = await env.ingest(
+            export_pairs(
+                [
+                    ("a", [customer(at(0)), agent(at(4))]),
+                    ("b", [customer(at(0))]),
+                    ("a", [customer(at(30), "again")]),
+                    ("c", [customer(at(0))]),
+                ]
+            )
+        )
+    assert lookups.count == 1
+    assert report.conversations_created == 3
+    assert report.messages_stored == 5
+    assert (await env.conversation("a"))["message_count"] == 3
+
+    with _ChatLookups(env.database) as lookups:
+        report = await env.ingest(
+            export({"a": [customer(at(60), "later")], "d": [customer(at(0))]})
+        )
+    assert lookups.count == 2
+    assert report.conversations_created == 1
+    assert report.conversations_updated == 1
+    assert (await env.conversation("a"))["message_count"] == 4
+    assert await env.count_rows(Conversation) == 5  # "a" of the other tenant included
+
+
+async def test_a_first_upload_stores_every_chat_when_its_set_answers_yes_for_all(
+    make_env: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The set of chats a first upload created may answer yes for a chat it never held
+    (a shared hash bit): such a chat is looked up, not found, and stored as new. Eight
+    bits for forty chats: at most eight chats go unlooked-up."""
+    monkeypatch.setattr(ingest_service._ChatSet, "_BITS", 8)
+    env = await make_env(ingest_batch_chats=1)
+    chats = {f"chat-{n}": [customer(at(n)), agent(at(n + 2))] for n in range(40)}
+    with _ChatLookups(env.database) as lookups:
+        report = await env.ingest(export(chats))
+    assert lookups.count >= 32
+    assert report.conversations_created == 40
+    assert report.messages_stored == 80
+    assert await env.count_rows(Conversation) == 40
+    assert (await env.conversation("chat-39"))["first_response_time_minutes"] == 2.0
 
 
 @pytest.mark.parametrize("batch_chats", [1, 500])

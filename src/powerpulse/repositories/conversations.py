@@ -296,6 +296,13 @@ class ConversationRepository(Repository):
         return select(func.group_concat(ordered.c.value, ";")).scalar_subquery()
 
     # -- ingest ----------------------------------------------------------------------
+    async def any_for(self, tenant_id: int) -> bool:
+        """Whether the tenant has a conversation at all (one index entry read)."""
+        found = await self.connection.execute(
+            select(_c.id).where(_c.tenant_id == tenant_id).limit(1)
+        )
+        return found.first() is not None
+
     async def ids_by_chat_id(self, tenant_id: int, chat_ids: Iterable[str]) -> dict[str, int]:
         """The ids of the conversations of these chat ids that exist (others are left out).
 
