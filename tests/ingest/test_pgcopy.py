@@ -158,6 +158,34 @@ async def _two_chats(connection: AsyncConnection) -> tuple[int, dict[str, int]]:
     return tenant_id, ids
 
 
+async def test_new_conversations_take_their_ids_from_the_tables_sequence(
+    postgres: Database,
+) -> None:
+    """An upload takes its conversations' ids before their rows go in, from the sequence a
+    plain insert draws on: a conversation inserted afterwards without an id comes after
+    them, and no id is taken twice."""
+    async with postgres.write() as connection:
+        tenant_id, ids = await _two_chats(connection)
+        measurement = ("web", 1, 1, 0, 0, EARLY, LATE, 1.0, None, None, None, 0, 1)
+        more = await ConversationRepository(connection).insert_many(
+            tenant_id, [(f"more-{n}", measurement) for n in range(3)], version=1, updated_at=LATE
+        )
+        later = (
+            await connection.execute(
+                text(
+                    "INSERT INTO conversations (tenant_id, chat_id, message_count, "
+                    "customer_message_count, agent_message_count, bot_message_count, "
+                    "first_message_at, last_message_at, duration_minutes, reply_count, "
+                    "contact_count, updated_at) VALUES (:tenant, 'plain', 1, 1, 0, 0, :at, "
+                    ":at, 0, 0, 1, :at) RETURNING id"
+                ),
+                {"tenant": tenant_id, "at": LATE},
+            )
+        ).scalar_one()
+    taken = [ids["a"], ids["b"], *(more[f"more-{n}"] for n in range(3)), later]
+    assert taken == sorted(set(taken))
+
+
 async def test_postgres_stores_packed_and_tuple_rows_as_given(postgres: Database) -> None:
     async with postgres.write() as connection:
         tenant_id, ids = await _two_chats(connection)
