@@ -107,6 +107,34 @@ async def test_a_first_upload_looks_its_chats_up_by_key_on_postgresql(postgres: 
             assert read <= len(asked), f"read {read} index entries for {len(asked)} chat ids"
 
 
+async def test_a_tenant_the_statistics_have_not_seen_is_looked_up_by_key_on_postgresql(
+    postgres: Database,
+) -> None:
+    """Statistics taken while only other tenants had conversations say nothing of a new
+    tenant's. Planned for its id, the lookup judged it to have one conversation and read
+    all of them through another index that starts with tenant_id, for each chat id: 0.7 s
+    for a batch of 500 at 12,000 conversations, in the first five batches of a connection."""
+    async with postgres.write() as connection:
+        tenants = TenantRepository(connection)
+        known, new = await tenants.create("known"), await tenants.create("new")
+        await _store(connection, known, [f"known-{n}" for n in range(3000)])
+    async with postgres.write() as connection:
+        await connection.exec_driver_sql("ANALYZE conversations")
+    async with postgres.write(bulk=True) as connection:
+        stored = await _store(connection, new, [f"chat-{n}" for n in range(3000)])
+        conversations = ConversationRepository(connection)
+        asked = [f"chat-{n}" for n in range(0, 3000, 60)] + [f"known-{n}" for n in range(50)]
+
+        for _ in range(8):
+            before = await _index_rows_read(connection, "conversations")
+            found = await conversations.ids_by_chat_id(new, asked)
+            read = await _index_rows_read(connection, "conversations") - before
+
+            assert found == {chat_id: stored[chat_id] for chat_id in asked if chat_id in stored}
+            assert len(found) == 50
+            assert read <= len(asked), f"read {read} index entries for {len(asked)} chat ids"
+
+
 async def test_a_reupload_reads_only_its_chats_stored_messages_on_postgresql(
     postgres: Database,
 ) -> None:
