@@ -64,9 +64,8 @@ class AnalysisRepository(Repository):
             existing = set(
                 (
                     await self.lookup(
-                        select(_a.conversation_id).where(
-                            self.owned_by(_a.tenant_id, tenant_id),
-                            self.among(_a.conversation_id, unknown),
+                        self.each_by_key(
+                            analyses, _a.conversation_id, tenant_id, unknown, [_a.conversation_id]
                         )
                     )
                 ).scalars()
@@ -106,9 +105,12 @@ class AnalysisRepository(Repository):
         if not conversation_ids:
             return {}
         rows = await self.lookup(
-            select(_a.conversation_id, _a.status, _a.fingerprint, _a.content_hash).where(
-                self.owned_by(_a.tenant_id, tenant_id),
-                self.among(_a.conversation_id, conversation_ids),
+            self.each_by_key(
+                analyses,
+                _a.conversation_id,
+                tenant_id,
+                conversation_ids,
+                [_a.conversation_id, _a.status, _a.fingerprint, _a.content_hash],
             )
         )
         return {row.conversation_id: row._mapping for row in rows}

@@ -16,6 +16,7 @@ from sqlalchemy import (
     bindparam,
     func,
     select,
+    true,
     type_coerce,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -246,6 +247,34 @@ class Repository:
             .table_valued(name)
             .render_derived()
         )
+
+    def each_by_key(
+        self, table: Any, key: Any, tenant_id: int, ids: Sequence[Any], columns: Sequence[Any]
+    ) -> Any:
+        """A read of `columns` of the tenant's rows of `table` whose unique `key` is one of
+        `ids` (those missing are left out), in no particular order.
+
+        On PostgreSQL each id is its own probe of the key, in a lateral join over the ids.
+        Asked as `key = ANY(?)`, the planner chose between the key and a scan of the whole
+        table by the table's statistics, and right after a big upload there are none: a
+        re-upload of 1M messages scanned all 121,910 analyses for each batch of 500 chats
+        (12–15 ms a batch, 3 s in all, by auto_explain). In a lateral join the only other
+        choice is a scan per id, which no estimate makes cheaper; its LIMIT (the key is
+        unique) keeps the planner from merging it into a join where a scan is a choice
+        again. The tenant is checked by `owned_by`.
+        """
+        if not self.is_postgres:
+            return select(*columns).where(
+                self.owned_by(table.c.tenant_id, tenant_id), self.among(key, ids)
+            )
+        asked = self.each_of(sorted(set(ids)), key.type, "id")
+        each = (
+            select(*columns)
+            .where(key == asked.c.id, self.owned_by(table.c.tenant_id, tenant_id))
+            .limit(1)
+            .lateral()
+        )
+        return select(*each.c).select_from(asked.join(each, true()))
 
     def among(self, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
         """`column IN values`; on PostgreSQL one array parameter, whatever the length."""
