@@ -3,8 +3,9 @@ and on PostgreSQL a key lookup per chat id even while no statistics exist yet.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import text
@@ -19,6 +20,7 @@ from powerpulse.repositories.tenants import TenantRepository
 from powerpulse.settings import Settings
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+T = TypeVar("T")
 
 
 async def _database(url: str) -> AsyncIterator[Database]:
@@ -84,6 +86,38 @@ async def _sequential_scans(connection: AsyncConnection, table: str) -> int:
     return int((await connection.execute(statement, {"table": table})).scalar_one())
 
 
+async def _measured(
+    connection: AsyncConnection, table: str, read: Awaitable[T]
+) -> tuple[T, int, int]:
+    """What `read` returns, with the index entries it read from `table` and the
+    sequential scans it started on it (both of this transaction)."""
+    before = await _index_rows_read(connection, table)
+    scans = await _sequential_scans(connection, table)
+    result = await read
+    return (
+        result,
+        await _index_rows_read(connection, table) - before,
+        await _sequential_scans(connection, table) - scans,
+    )
+
+
+async def _assert_looked_up_by_key(
+    connection: AsyncConnection, tenant_id: int, asked: list[str], stored: dict[str, int]
+) -> None:
+    """Each run finds the stored chats among `asked` (50 of them) by reading about one
+    index entry per chat id; enough runs for PostgreSQL to switch a prepared statement
+    from plans for the values to a generic plan."""
+    conversations = ConversationRepository(connection)
+    for _ in range(8):
+        before = await _index_rows_read(connection, "conversations")
+        found = await conversations.ids_by_chat_id(tenant_id, asked)
+        read = await _index_rows_read(connection, "conversations") - before
+
+        assert found == {chat_id: stored[chat_id] for chat_id in asked if chat_id in stored}
+        assert len(found) == 50
+        assert read <= len(asked), f"read {read} index entries for {len(asked)} chat ids"
+
+
 async def test_a_first_upload_looks_its_chats_up_by_key_on_postgresql(postgres: Database) -> None:
     """Until it is first analysed, the conversations table has no statistics (an upload
     right after the first, or the repeated chats of a first upload). Asking for a batch's
@@ -93,19 +127,10 @@ async def test_a_first_upload_looks_its_chats_up_by_key_on_postgresql(postgres: 
         tenant_id = await TenantRepository(connection).create("acme")
     async with postgres.write(bulk=True) as connection:
         stored = await _store(connection, tenant_id, [f"chat-{n}" for n in range(3000)])
-        conversations = ConversationRepository(connection)
         asked = [f"chat-{n}" for n in range(0, 3000, 60)]
         asked += [f"new-{n}" for n in range(50)]
 
-        # Enough runs for PostgreSQL to switch the prepared statement to a generic plan.
-        for _ in range(8):
-            before = await _index_rows_read(connection, "conversations")
-            found = await conversations.ids_by_chat_id(tenant_id, asked)
-            read = await _index_rows_read(connection, "conversations") - before
-
-            assert found == {chat_id: stored[chat_id] for chat_id in asked if chat_id in stored}
-            assert len(found) == 50
-            assert read <= len(asked), f"read {read} index entries for {len(asked)} chat ids"
+        await _assert_looked_up_by_key(connection, tenant_id, asked, stored)
 
 
 async def test_a_tenant_the_statistics_have_not_seen_is_looked_up_by_key_on_postgresql(
@@ -123,17 +148,9 @@ async def test_a_tenant_the_statistics_have_not_seen_is_looked_up_by_key_on_post
         await connection.exec_driver_sql("ANALYZE conversations")
     async with postgres.write(bulk=True) as connection:
         stored = await _store(connection, new, [f"chat-{n}" for n in range(3000)])
-        conversations = ConversationRepository(connection)
         asked = [f"chat-{n}" for n in range(0, 3000, 60)] + [f"known-{n}" for n in range(50)]
 
-        for _ in range(8):
-            before = await _index_rows_read(connection, "conversations")
-            found = await conversations.ids_by_chat_id(new, asked)
-            read = await _index_rows_read(connection, "conversations") - before
-
-            assert found == {chat_id: stored[chat_id] for chat_id in asked if chat_id in stored}
-            assert len(found) == 50
-            assert read <= len(asked), f"read {read} index entries for {len(asked)} chat ids"
+        await _assert_looked_up_by_key(connection, new, asked, stored)
 
 
 async def test_a_reupload_reads_only_its_chats_stored_messages_on_postgresql(
@@ -159,11 +176,9 @@ async def test_a_reupload_reads_only_its_chats_stored_messages_on_postgresql(
         messages = MessageRepository(connection)
         asked = [stored[f"chat-{n}"] for n in range(0, 3000, 60)]
         for _ in range(8):
-            before = await _index_rows_read(connection, "messages")
-            scans = await _sequential_scans(connection, "messages")
-            facts = await messages.facts_for(tenant_id, asked)
-            read = await _index_rows_read(connection, "messages") - before
-            scans = await _sequential_scans(connection, "messages") - scans
+            facts, read, scans = await _measured(
+                connection, "messages", messages.facts_for(tenant_id, asked)
+            )
 
             assert sorted({row["conversation_id"] for row in facts}) == sorted(asked)
             assert len(facts) == 3 * len(asked)
@@ -171,11 +186,9 @@ async def test_a_reupload_reads_only_its_chats_stored_messages_on_postgresql(
             assert read <= 3 * len(asked), f"read {read} index entries for {len(facts)} messages"
 
             # The keys alone, read first to find what is new, the same way.
-            before = await _index_rows_read(connection, "messages")
-            scans = await _sequential_scans(connection, "messages")
-            keys = await messages.keys_for(tenant_id, asked)
-            read = await _index_rows_read(connection, "messages") - before
-            scans = await _sequential_scans(connection, "messages") - scans
+            keys, read, scans = await _measured(
+                connection, "messages", messages.keys_for(tenant_id, asked)
+            )
 
             assert keys == {
                 stored[f"chat-{n}"]: {f"p:{n}-{m}" for m in range(3)} for n in range(0, 3000, 60)
@@ -184,11 +197,9 @@ async def test_a_reupload_reads_only_its_chats_stored_messages_on_postgresql(
             assert read <= 3 * len(asked), f"read {read} index entries for {3 * len(asked)} keys"
 
         # What the analysis of an upload reads of the same conversations, the same way.
-        before = await _index_rows_read(connection, "messages")
-        scans = await _sequential_scans(connection, "messages")
-        transcripts = await messages.transcripts_for(tenant_id, asked)
-        read = await _index_rows_read(connection, "messages") - before
-        scans = await _sequential_scans(connection, "messages") - scans
+        transcripts, read, scans = await _measured(
+            connection, "messages", messages.transcripts_for(tenant_id, asked)
+        )
 
         assert sorted(transcripts) == sorted(asked)
         assert all(len(transcript) == 3 for transcript in transcripts.values())
@@ -215,11 +226,9 @@ async def test_a_reupload_reads_its_chats_analyses_by_key_on_postgresql(
         analyses = AnalysisRepository(connection)
         asked = [stored[f"chat-{n}"] for n in range(0, 3000, 60)] + [10_000_000]
         for _ in range(8):
-            before = await _index_rows_read(connection, "conversation_analyses")
-            scans = await _sequential_scans(connection, "conversation_analyses")
-            states = await analyses.state_of(tenant_id, asked)
-            read = await _index_rows_read(connection, "conversation_analyses") - before
-            scans = await _sequential_scans(connection, "conversation_analyses") - scans
+            states, read, scans = await _measured(
+                connection, "conversation_analyses", analyses.state_of(tenant_id, asked)
+            )
 
             assert sorted(states) == sorted(asked[:-1])
             assert {state["status"] for state in states.values()} == {"PENDING"}
