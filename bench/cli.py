@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs", type=int, default=None, help="timed runs per query (default 30; --quick 10)"
     )
     parser.add_argument(
+        "--rounds",
+        type=_count,
+        default=None,
+        help="ingest rounds per size: every method on every engine, the engine that goes "
+        "first alternating; tables show each method's median round (default 3; --quick 1)",
+    )
+    parser.add_argument(
         "--query-chats",
         type=_count,
         default=None,
@@ -206,6 +213,7 @@ def options_from(args: argparse.Namespace, argv: list[str]) -> Options:
         sizes=args.sizes or ([10_000, 50_000] if quick else [10_000, 100_000, 1_000_000]),
         seed=args.seed,
         runs=args.runs or (10 if quick else 30),
+        rounds=args.rounds or (1 if quick else 3),
         load_seconds=args.load_seconds or (10.0 if quick else 60.0),
         load_clients=args.clients,
         load_export_every=args.load_export_every,

@@ -297,6 +297,8 @@ class Options:
     sizes: list[int]
     seed: int
     runs: int
+    # Ingest rounds per size (each method on each engine once a round).
+    rounds: int
     load_seconds: float
     load_clients: int
     load_export_every: float

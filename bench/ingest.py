@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
 
 from . import report as r
 from .common import (
+    ENGINES,
     BenchError,
     Context,
     descendants_peak_rss,
@@ -165,6 +167,7 @@ async def run(ctx: Context, section: r.Section) -> None:
 
     export_rows: list[list[Any]] = []
     rows: list[list[Any]] = []
+    round_rows: list[list[Any]] = []
     try:
         for size in options.sizes:
             try:
@@ -182,23 +185,21 @@ async def run(ctx: Context, section: r.Section) -> None:
                     "cached" if export["cached"] else r.secs(export["generate_seconds"]),
                 ]
             )
+            # Each round runs every method on every engine; the engine that goes first
+            # alternates, so a slow spell of the machine is shared out between them.
+            by_engine: dict[str, list[dict[str, Any]]] = {engine: [] for engine in engines}
+            for number in range(options.rounds):
+                order = engines if number % 2 == 0 else engines[::-1]
+                for engine in order:
+                    label = f"{engine} {size:,}" + (
+                        f" (round {number + 1} of {options.rounds})" if options.rounds > 1 else ""
+                    )
+                    by_engine[engine].append(
+                        await _round(ctx, section, engine, export, label, keep and number == 0)
+                    )
             for engine in engines:
-                label = f"{engine} {size:,}"
-                results: dict[str, Any] = {}
-                for method, action in (
-                    ("floor", lambda e=engine, x=export: _floor(ctx, e, x)),
-                    ("driver", lambda e=engine, x=export: _driver(ctx, e, x, keep)),
-                    ("cli", lambda e=engine, x=export: _cli(ctx, e, x)),
-                    ("http", lambda e=engine, x=export: _http(ctx, e, x)),
-                ):
-                    ctx.log(f"ingest: {method} on {label} messages")
-                    started = time.monotonic()
-                    try:
-                        results[method] = await action()
-                    except Exception as exc:
-                        section.error(f"{label} {method}", exc)
-                    ctx.log(f"ingest: {method} on {label} took {time.monotonic() - started:.1f}s")
-                rows += _rows(size, engine, results, startup.get(engine))
+                rows += _rows(size, engine, _median_round(by_engine[engine]), startup.get(engine))
+            round_rows += _round_rows(size, by_engine, startup)
     finally:
         if export_rows:
             section.add(
@@ -228,6 +229,8 @@ async def run(ctx: Context, section: r.Section) -> None:
                     align="rllrrrrrrr",
                 )
             )
+        if round_rows:
+            section.add(_rounds_table(ctx, round_rows))
         base = [f"{e}: {r.secs(s)} s" for e, s in startup.items() if s is not None]
         if base:
             section.note(
@@ -235,6 +238,140 @@ async def run(ctx: Context, section: r.Section) -> None:
                 "the fastest of a few runs, subtracted from the CLI rows; “–” where start-up "
                 "noise exceeds the ingest itself): " + "; ".join(base) + "."
             )
+
+
+async def _round(
+    ctx: Context,
+    section: r.Section,
+    engine: str,
+    export: dict[str, Any],
+    label: str,
+    keep: bool,
+) -> dict[str, Any]:
+    """Every method once on one engine: method -> its result (absent where it failed)."""
+    results: dict[str, Any] = {}
+    for method, action in (
+        ("floor", lambda: _floor(ctx, engine, export)),
+        ("driver", lambda: _driver(ctx, engine, export, keep)),
+        ("cli", lambda: _cli(ctx, engine, export)),
+        ("http", lambda: _http(ctx, engine, export)),
+    ):
+        ctx.log(f"ingest: {method} on {label} messages")
+        started = time.monotonic()
+        try:
+            results[method] = await action()
+        except Exception as exc:
+            section.error(f"{label} {method}", exc)
+        ctx.log(f"ingest: {method} on {label} took {time.monotonic() - started:.1f}s")
+    return results
+
+
+# The paths compared round by round: (label, method, its time in seconds from a result
+# and the engine's CLI start-up).
+_PATHS: tuple[tuple[str, str, Callable[[dict[str, Any], float | None], float | None]], ...] = (
+    ("floor", "floor", lambda result, _startup: result["insert_seconds"]),
+    ("in-process", "driver", lambda result, _startup: result["ingest_seconds"]),
+    ("CLI", "cli", lambda result, startup: _net(result["wall_seconds"], startup)),
+    ("CLI again", "cli", lambda result, startup: _net(result["again_wall_seconds"], startup)),
+    ("HTTP", "http", lambda result, _startup: result["seconds"]),
+)
+
+
+def _median_of(rounds: Sequence[dict[str, Any]], method: str, key: str) -> dict[str, Any] | None:
+    """The result of `method` whose `key` is the median of the rounds' (the lower of the
+    two middle ones for an even count); None if it failed in every round."""
+    done = sorted(
+        (result[method] for result in rounds if result.get(method) is not None),
+        key=lambda result: result[key],
+    )
+    return done[(len(done) - 1) // 2] if done else None
+
+
+def _median_round(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Each method's median round, as one round's results. The CLI's second command
+    (the same file again) is its own median, so it may come from another round."""
+    results: dict[str, Any] = {}
+    for method, key in (
+        ("floor", "insert_seconds"),
+        ("driver", "ingest_seconds"),
+        ("cli", "wall_seconds"),
+        ("http", "seconds"),
+    ):
+        median = _median_of(rounds, method, key)
+        if median is not None:
+            results[method] = dict(median)
+    again = _median_of(rounds, "cli", "again_wall_seconds")
+    if again is not None and "cli" in results:
+        results["cli"].update({k: v for k, v in again.items() if k.startswith("again_")})
+    return results
+
+
+def _median_time(times: Sequence[float | None]) -> float | None:
+    """The median as `_median_round` picks it; None (a CLI time lost in start-up noise,
+    the shortest) sorts first."""
+    if not times:
+        return None
+    ordered = sorted(times, key=lambda value: float("-inf") if value is None else value)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def _round_rows(
+    size: int, by_engine: dict[str, list[dict[str, Any]]], startup: dict[str, float | None]
+) -> list[list[Any]]:
+    """Per path: every round's time on each engine, and their medians; with both engines,
+    the rounds PostgreSQL was the faster in (round i against round i)."""
+    rows: list[list[Any]] = []
+    for label, method, seconds_of in _PATHS:
+        times: dict[str, list[float | None]] = {}
+        for engine, rounds in by_engine.items():
+            times[engine] = [
+                seconds_of(result[method], startup.get(engine)) if method in result else None
+                for result in rounds
+            ]
+        row: list[Any] = [r.num(size), label]
+        for engine in ENGINES:
+            if engine not in times:
+                row += [r.MISSING, r.MISSING]
+                continue
+            row.append(", ".join(r.secs(value) for value in times[engine]))
+            row.append(r.secs(_median_time(times[engine])))
+        if set(ENGINES) <= set(times):
+            pairs = [
+                (lite, pg)
+                for lite, pg in zip(times["sqlite"], times["postgres"], strict=True)
+                if lite is not None and pg is not None
+            ]
+            won = sum(1 for lite, pg in pairs if pg <= lite)
+            row.append(f"{won} of {len(pairs)}" if pairs else r.MISSING)
+        else:
+            row.append(r.MISSING)
+        rows.append(row)
+    return rows
+
+
+def _rounds_table(ctx: Context, rows: list[list[Any]]) -> str:
+    return (
+        f"**Round by round** ({ctx.options.rounds} round(s) per size; in each, every method "
+        "ran once on each engine, the engine that went first alternating from round to "
+        "round). Times in seconds, in round order; the CLI's are net of start-up (“–” where "
+        "start-up noise exceeded the ingest). The table above shows each method's median "
+        "round (with an even count of rounds, the faster of the two middle ones). "
+        "**PostgreSQL at least as fast** counts the rounds in which PostgreSQL's time "
+        "was at most SQLite's on the same path.\n\n"
+        + r.table(
+            [
+                "Messages",
+                "Path",
+                "SQLite rounds (s)",
+                "SQLite median (s)",
+                "PostgreSQL rounds (s)",
+                "PostgreSQL median (s)",
+                "PostgreSQL at least as fast",
+            ],
+            rows,
+            align="rllrlrr",
+        )
+    )
 
 
 def _rows(
