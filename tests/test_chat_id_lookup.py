@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from powerpulse.db import Database, create_engine, create_schema
-from powerpulse.kinds import storage_timestamps
+from powerpulse.kinds import from_storage_timestamp, storage_timestamps
 from powerpulse.repositories.analyses import AnalysisRepository
 from powerpulse.repositories.conversations import ConversationRepository
 from powerpulse.repositories.messages import MessageRepository
@@ -180,7 +180,7 @@ async def test_a_reupload_reads_only_its_chats_stored_messages_on_postgresql(
                 connection, "messages", messages.facts_for(tenant_id, asked)
             )
 
-            assert sorted({row["conversation_id"] for row in facts}) == sorted(asked)
+            assert sorted({row.conversation_id for row in facts}) == sorted(asked)
             assert len(facts) == 3 * len(asked)
             assert scans == 0, "read every message of the table"
             assert read <= 3 * len(asked), f"read {read} index entries for {len(facts)} messages"
@@ -285,3 +285,58 @@ async def test_stored_keys_are_found_by_conversation_within_the_tenant(
         }
         assert await messages.keys_for(theirs, asked) == {other["a"]: {"p:9"}}
         assert await messages.keys_for(ours, []) == {}
+
+
+async def test_stored_facts_come_in_time_order_within_the_tenant(database: Database) -> None:
+    """What re-measuring a continued chat reads: every stored message of the tenant's
+    chats, by chat and in time order (ties by id), with a time that reads back as the
+    aware UTC moment stored, on either engine."""
+    later = datetime(2026, 3, 2, 9, 5, 30, 250_000, tzinfo=UTC)
+    async with database.write() as connection:
+        tenants = TenantRepository(connection)
+        ours, theirs = await tenants.create("ours"), await tenants.create("theirs")
+        mine = await _store(connection, ours, ["a", "b"])
+        other = await _store(connection, theirs, ["a"])
+        convert = storage_timestamps(connection.dialect.name) or (lambda moment: moment)
+
+        def row(key: str, sender: str, moment: datetime, agent: str | None = None) -> tuple:
+            return (key, None, sender, "hi", convert(moment), agent, None, None, None)
+
+        await MessageRepository(connection).insert_chats(
+            ours,
+            [
+                # Stored out of time order: the later message first, then a tie at T0.
+                (
+                    mine["a"],
+                    [
+                        row("p:3", "AGENT", later, "amina"),
+                        row("p:1", "CUSTOMER", T0),
+                        row("p:2", "BOT", T0),
+                    ],
+                ),
+                (mine["b"], [row("p:4", "CUSTOMER", T0)]),
+            ],
+        )
+        await MessageRepository(connection).insert_chats(
+            theirs, [(other["a"], [row("p:9", "CUSTOMER", T0)])]
+        )
+    async with database.read() as connection:
+        messages = MessageRepository(connection)
+        facts = await messages.facts_for(ours, [mine["b"], mine["a"], other["a"]])
+
+        read = [
+            (conversation_id, sender, from_storage_timestamp(sent_at), username)
+            for _id, conversation_id, sender, sent_at, username, _email in facts
+        ]
+        first, second = sorted((mine["a"], mine["b"]))
+        by_chat = {
+            mine["a"]: [
+                (mine["a"], "CUSTOMER", T0, None),
+                (mine["a"], "BOT", T0, None),
+                (mine["a"], "AGENT", later, "amina"),
+            ],
+            mine["b"]: [(mine["b"], "CUSTOMER", T0, None)],
+        }
+        assert read == by_chat[first] + by_chat[second]
+        assert all(moment.tzinfo is not None for _, _, moment, _ in read)
+        assert await messages.facts_for(ours, []) == []

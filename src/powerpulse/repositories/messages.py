@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import literal, select, true, union_all
+from sqlalchemy import DateTime, String, literal, select, true, type_coerce, union_all
 
 from ..errors import BadUserInput
 from ..ingest.pgcopy import encode_message
@@ -34,15 +34,21 @@ TIME_ORDER = Ordering("time", (SortKey(_m.sent_at, is_datetime=True), SortKey(_m
 # The column that says which request of MessageRepository.pages a row answers.
 _REQUEST = "page_request"
 
-FACT_COLUMNS = (
-    _m.id,
-    _m.conversation_id,
-    _m.message_key,
-    _m.sender,
-    _m.sent_at,
-    _m.agent_username,
-    _m.agent_email,
-)
+# What metric computation reads of stored messages, by dialect. sent_at comes as the
+# driver returns it, without UTCDateTime's conversion of every row: an aware UTC datetime
+# from asyncpg, SQLite's naive UTC text (kinds.from_storage_timestamp reads both).
+# Parsing that text row by row was half the time of reading facts on SQLite.
+FACT_COLUMNS = {
+    dialect: (
+        _m.id,
+        _m.conversation_id,
+        _m.sender,
+        type_coerce(_m.sent_at, raw_type).label("sent_at"),
+        _m.agent_username,
+        _m.agent_email,
+    )
+    for dialect, raw_type in (("postgresql", DateTime(timezone=True)), ("sqlite", String))
+}
 TRANSCRIPT_COLUMNS = (
     _m.conversation_id,
     _m.sender,
@@ -56,12 +62,21 @@ TRANSCRIPT_COLUMNS = (
 class MessageRepository(Repository):
     async def facts_for(
         self, tenant_id: int, conversation_ids: Sequence[int]
-    ) -> list[Mapping[str, Any]]:
-        """What metric computation needs of the stored messages, in time order per chat."""
+    ) -> Sequence[Sequence[Any]]:
+        """What metric computation needs of the stored messages, in time order per chat:
+        rows of FACT_COLUMNS (id, conversation_id, sender, sent_at, agent_username,
+        agent_email) as plain tuples, sent_at in storage form (kinds.storage_timestamps:
+        a datetime on PostgreSQL, text on SQLite).
+
+        A chat that continues in the next export is re-measured from all its messages, so
+        an upload of such chats reads every stored message of each: read whole (`all`,
+        not row by row), with no per-row conversion of the time.
+        """
         if not conversation_ids:
             return []
-        rows = await self.lookup(self._in_time_order(FACT_COLUMNS, tenant_id, conversation_ids))
-        return list(rows.mappings())
+        columns = FACT_COLUMNS[self.connection.dialect.name]
+        rows = await self.lookup(self._in_time_order(columns, tenant_id, conversation_ids))
+        return rows.all()
 
     async def keys_for(
         self, tenant_id: int, conversation_ids: Sequence[int]
@@ -74,7 +89,7 @@ class MessageRepository(Repository):
         rows = await self.lookup(
             self._in_time_order((_m.conversation_id, _m.message_key), tenant_id, conversation_ids)
         )
-        for conversation_id, key in rows:
+        for conversation_id, key in rows.all():
             keys = found.get(conversation_id)
             if keys is None:
                 keys = found[conversation_id] = set()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from ..db import Database
 from ..ingest.batches import open_source
@@ -37,9 +37,9 @@ from .conversation_metrics import ConversationMeasurements, measure_conversation
 from .tenants import TenantConfig, TenantDirectory
 
 
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A message already in the database, as metric computation sees it."""
+class StoredMessage(NamedTuple):
+    """A message already in the database, as metric computation sees it (a tuple: a chat
+    that continues in the next export has all its stored messages made into these)."""
 
     sender: SenderKind
     sent_at: datetime
@@ -345,15 +345,23 @@ class _BatchStore:
         stored: dict[int, _Timeline] = {}
         if not conversation_ids:
             return stored
-        for row in await self.messages.facts_for(self.tenant_id, conversation_ids):
-            stored.setdefault(row["conversation_id"], []).append(
+        senders = _SENDERS
+        for (
+            message_id,
+            conversation_id,
+            sender,
+            stored_at,
+            username,
+            email,
+        ) in await self.messages.facts_for(self.tenant_id, conversation_ids):
+            sent_at = from_storage_timestamp(stored_at)
+            timeline = stored.get(conversation_id)
+            if timeline is None:
+                timeline = stored[conversation_id] = []
+            timeline.append(
                 (
-                    (row["sent_at"], 0, row["id"]),
-                    StoredMessage(
-                        SenderKind(row["sender"]),
-                        row["sent_at"],
-                        row["agent_username"] or row["agent_email"],
-                    ),
+                    (sent_at, 0, message_id),
+                    StoredMessage(senders[sender], sent_at, username or email),
                 )
             )
         return stored
@@ -428,6 +436,9 @@ class _ChatSet:
     def __contains__(self, chat_id: str) -> bool:
         place = hash(chat_id) & (self._BITS - 1)
         return bool(self._bits[place >> 3] & (1 << (place & 7)))
+
+
+_SENDERS = {kind.value: kind for kind in SenderKind}
 
 
 def _time_key(item: tuple[tuple[Any, ...], Any]) -> tuple[Any, ...]:
